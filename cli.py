@@ -1,0 +1,257 @@
+"""ssvd — synthetic spoken visual dialogues (MoshiVis corpus). Run `ssvd --help`."""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+app = typer.Typer(
+    help="Regenerate the MoshiVis synthetic spoken visual dialogue corpus: captions -> two-role LLM "
+    "dialogues -> speech -> token shards. One call per (caption source, instruction) split.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+prompts_app = typer.Typer(help="Inspect the Appendix F prompt templates.", no_args_is_help=True)
+app.add_typer(prompts_app, name="prompts")
+
+PRODUCTION_MODEL = "mistralai/Mistral-Nemo-Instruct-2407"
+
+Model = Annotated[str, typer.Option("--model", help="Model of both roles: a hub id, a local folder, or builtin:smollm2 / builtin:tiny-mistral (offline).")]
+UserModel = Annotated[Optional[str], typer.Option("--user-model", help="Model of the questioning user role (default: --model).")]
+AssistantModel = Annotated[Optional[str], typer.Option("--assistant-model", help="Model of the answering assistant role (default: --model).")]
+Separate = Annotated[bool, typer.Option("--separate-engines", help="Give each role its own engine even when the models are equal.")]
+EngineKind = Annotated[str, typer.Option("--engine", help="vllm (in-process AsyncLLM per worker) or openai (an OpenAI-compatible server).")]
+BaseUrl = Annotated[str, typer.Option("--openai-base-url", help="Server of --engine openai; the key is read from $OPENAI_API_KEY.")]
+Workers = Annotated[int, typer.Option("--workers", min=1, help="Ray dialogue workers (one engine each).")]
+Inflight = Annotated[int, typer.Option("--max-inflight", min=1, help="Dialogues in flight per worker.")]
+RayAddress = Annotated[Optional[str], typer.Option("--ray-address", envvar="RAY_ADDRESS", help="Join an existing Ray cluster (default: start a local one).")]
+Seed = Annotated[int, typer.Option("--seed", help="Run seed: every dialogue's randomness derives from it.")]
+Out = Annotated[Path, typer.Option("--out", help="Output directory (shards, run record).")]
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="Discard what --out holds and start over.")]
+RetryFailed = Annotated[bool, typer.Option("--retry-failed", help="Run again the dialogues recorded as failed.")]
+MinPairs = Annotated[int, typer.Option("--min-pairs", min=1, help="Fewest question/answer pairs a dialogue plans (paper: 8).")]
+MaxPairs = Annotated[int, typer.Option("--max-pairs", min=1, help="Most question/answer pairs a dialogue plans (paper: 16).")]
+MaxNew = Annotated[int, typer.Option("--max-new-tokens", min=1, help="Token limit of one message; a message reaching it is rejected.")]
+Temperature = Annotated[float, typer.Option("--temperature", help="Sampling temperature.")]
+MaxLen = Annotated[int, typer.Option("--max-model-len", help="Engine context length (0: model default).")]
+Device = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
+NoProgress = Annotated[bool, typer.Option("--no-progress", help="No progress bar.")]
+Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Show engine and Ray logs.")]
+
+
+def _setup(verbose: bool) -> None:
+    from pipeline.jobs import default_env
+
+    default_env()
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+def _engine_args(model, user_model, assistant_model, separate, engine, base_url, workers, ray_address, max_len,
+                 device, verbose):
+    from pipeline.engines import EngineOptions
+    from pipeline.jobs import EngineArgs
+
+    return EngineArgs(
+        user_model=user_model or model,
+        assistant_model=assistant_model or model,
+        separate_engines=separate,
+        engine=EngineOptions(kind=engine, openai_base_url=base_url, max_model_len=max_len, device=device),
+        workers=workers,
+        ray_address=ray_address,
+        verbose=verbose,
+    )
+
+
+def _finish(summary, out: Path) -> None:
+    d = summary.to_dict()
+    typer.echo(json.dumps(d, sort_keys=True))
+    typer.echo(f"wrote {summary.shards_written} shard(s), skipped {summary.shards_skipped} complete; "
+               f"ok={d['status'].get('ok', 0)} rejected={d['status'].get('rejected', 0)} "
+               f"failed={d['status'].get('failed', 0)} -> {out}", err=True)
+
+
+def _fail(e: Exception) -> None:
+    typer.secho(f"error: {e}", fg="red", err=True)
+    raise typer.Exit(2)
+
+
+@app.command()
+def dialogues(
+    source: Annotated[str, typer.Option("--source", help="Caption source: pixmo, docci or pixelprose.")],
+    instruction: Annotated[str, typer.Option("--instruction", help="COMB LOC PROP NUM TS1 TS2 LEAD1 LEAD2 (Appendix F).")],
+    input: Annotated[str, typer.Option("--input", help="Hub dataset id (allenai/pixmo-cap, google/docci, tomg-group-umd/pixelprose) or local Parquet/JSONL/CSV file or folder.")],
+    out: Out,
+    limit: Annotated[Optional[int], typer.Option("--limit", min=0, help="Use only the first N captions.")] = None,
+    replicas: Annotated[int, typer.Option("--replicas", min=1, help="Dialogues per caption (different seeds).")] = 1,
+    seed: Seed = 0,
+    model: Model = PRODUCTION_MODEL,
+    user_model: UserModel = None,
+    assistant_model: AssistantModel = None,
+    separate_engines: Separate = False,
+    engine: EngineKind = "vllm",
+    openai_base_url: BaseUrl = "http://127.0.0.1:8000/v1",
+    workers: Workers = 1,
+    max_inflight: Inflight = 256,
+    ray_address: RayAddress = None,
+    min_pairs: MinPairs = 8,
+    max_pairs: MaxPairs = 16,
+    comb_pool: Annotated[str, typer.Option("--comb-pool", help="Instructions COMB samples for pairs 2..n, comma-separated.")] = "LOC,PROP,NUM,LEAD1,TS1,TS2",
+    temperature: Temperature = 0.7,
+    max_new_tokens: MaxNew = 150,
+    max_model_len: MaxLen = 0,
+    device: Device = "auto",
+    overwrite: Overwrite = False,
+    retry_failed: RetryFailed = False,
+    no_progress: NoProgress = False,
+    verbose: Verbose = False,
+) -> None:
+    """Generate two-role text dialogues about image captions with one of the paper's instructions."""
+    from pipeline import jobs
+    from pipeline.types import INSTRUCTIONS, SOURCES
+
+    _setup(verbose)
+    instruction = instruction.upper()
+    if instruction not in INSTRUCTIONS:
+        _fail(ValueError(f"unknown --instruction {instruction!r}; valid: {' '.join(INSTRUCTIONS)}"))
+    if source not in SOURCES:
+        _fail(ValueError(f"unknown --source {source!r}; valid: {' '.join(SOURCES)}"))
+    pool = tuple(p.strip().upper() for p in comb_pool.split(",") if p.strip())
+    bad = [p for p in pool if p not in INSTRUCTIONS or p == "COMB"]
+    if bad or not pool:
+        _fail(ValueError(f"--comb-pool has {bad or 'nothing'}; choose from {' '.join(INSTRUCTIONS[1:])}"))
+    dcfg = _dialogue_config(min_pairs, max_pairs, temperature, max_new_tokens, pool)
+    args = _engine_args(model, user_model, assistant_model, separate_engines, engine, openai_base_url, workers,
+                        ray_address, max_model_len, device, verbose)
+    try:
+        summary = jobs.dialogues(source, instruction, input, out, limit=limit, replicas=replicas, seed=seed,
+                                 args=args, dcfg=dcfg, opts=_run_options(overwrite, retry_failed, max_inflight, no_progress))
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        _fail(e)
+    _finish(summary, out)
+
+
+@app.command()
+def generic(
+    out: Out,
+    topics: Annotated[Optional[Path], typer.Option("--topics", help="Text file, one topic per line (default: the shipped list).")] = None,
+    count: Annotated[int, typer.Option("--count", min=1, help="Number of dialogues.")] = 100,
+    seed: Seed = 0,
+    model: Model = PRODUCTION_MODEL,
+    user_model: UserModel = None,
+    assistant_model: AssistantModel = None,
+    separate_engines: Separate = False,
+    engine: EngineKind = "vllm",
+    openai_base_url: BaseUrl = "http://127.0.0.1:8000/v1",
+    workers: Workers = 1,
+    max_inflight: Inflight = 256,
+    ray_address: RayAddress = None,
+    min_pairs: MinPairs = 8,
+    max_pairs: MaxPairs = 16,
+    temperature: Temperature = 0.7,
+    max_new_tokens: MaxNew = 150,
+    max_model_len: MaxLen = 0,
+    device: Device = "auto",
+    overwrite: Overwrite = False,
+    retry_failed: RetryFailed = False,
+    no_progress: NoProgress = False,
+    verbose: Verbose = False,
+) -> None:
+    """Generate generic (no image) dialogues about everyday topics, for the concatenation augmentation."""
+    from pipeline import jobs
+
+    _setup(verbose)
+    topic_list = None
+    if topics is not None:
+        if not topics.is_file():
+            _fail(FileNotFoundError(f"--topics {topics}: no such file (one topic per line)"))
+        topic_list = [t.strip() for t in topics.read_text().splitlines() if t.strip()]
+        if not topic_list:
+            _fail(ValueError(f"--topics {topics}: no topics in it (one topic per line)"))
+    dcfg = _dialogue_config(min_pairs, max_pairs, temperature, max_new_tokens, None)
+    args = _engine_args(model, user_model, assistant_model, separate_engines, engine, openai_base_url, workers,
+                        ray_address, max_model_len, device, verbose)
+    try:
+        summary = jobs.generic(out, count=count, topics=topic_list, seed=seed, args=args, dcfg=dcfg,
+                               opts=_run_options(overwrite, retry_failed, max_inflight, no_progress))
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        _fail(e)
+    _finish(summary, out)
+
+
+def _dialogue_config(min_pairs, max_pairs, temperature, max_new_tokens, pool):
+    from pipeline.dialogues import DialogueConfig
+
+    if min_pairs > max_pairs:
+        _fail(ValueError(f"--min-pairs {min_pairs} is above --max-pairs {max_pairs}"))
+    kw = dict(min_pairs=min_pairs, max_pairs=max_pairs, min_accepted_pairs=min_pairs, temperature=temperature,
+              max_new_tokens=max_new_tokens)
+    if pool:
+        kw["comb_pool"] = pool
+    return DialogueConfig(**kw)
+
+
+def _run_options(overwrite, retry_failed, max_inflight, no_progress):
+    from pipeline.runner import RunOptions
+
+    return RunOptions(overwrite=overwrite, retry_failed=retry_failed, max_inflight=max_inflight,
+                      progress=not no_progress)
+
+
+@app.command()
+def show(
+    path: Annotated[Path, typer.Argument(help="A dialogues output directory or shard file.")],
+    id: Annotated[Optional[str], typer.Option("--id", help="Show only this dialogue.")] = None,
+    status: Annotated[Optional[str], typer.Option("--status", help="Only dialogues with this status: ok, rejected, failed.")] = None,
+    limit: Annotated[int, typer.Option("--limit", help="At most this many dialogues (0: all).")] = 5,
+) -> None:
+    """Print dialogues as readable transcripts."""
+    from pipeline.transcript import dialogue_files, format_dialogue, iter_dialogues
+
+    if not dialogue_files(path):
+        _fail(FileNotFoundError(f"{path}: no dialogue shards there"))
+    shown = 0
+    for r in iter_dialogues(path):
+        if (id and r["id"] != id) or (status and r["status"] != status):
+            continue
+        typer.echo(format_dialogue(r) + "\n")
+        shown += 1
+        if limit and shown >= limit and not id:
+            break
+    if id and not shown:
+        _fail(KeyError(f"no dialogue with id {id} in {path}"))
+
+
+@prompts_app.command("show")
+def prompts_show(
+    instruction: Annotated[str, typer.Argument(help="COMB LOC PROP NUM TS1 TS2 LEAD1 LEAD2 or GENERIC.")],
+    role: Annotated[str, typer.Option("--role", help="user or assistant.")] = "user",
+    caption: Annotated[str, typer.Option("--caption", help="The image caption (data, never template source).")] = "",
+    topic: Annotated[Optional[str], typer.Option("--topic", help="Topic of a GENERIC dialogue.")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of COMB's random choices.")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help='Print {"system": ..., "forced_start": ...}.')] = False,
+) -> None:
+    """Render the system prompt (and forced start) one role sees."""
+    import random
+
+    import prompts
+
+    try:
+        options = prompts.sample_options(instruction.upper(), random.Random(seed))
+        p = prompts.render(instruction.upper(), role, caption, options, topic=topic)
+    except ValueError as e:
+        _fail(e)
+    if as_json:
+        typer.echo(json.dumps({"system": p.system, "forced_start": p.forced_start}, ensure_ascii=False))
+    else:
+        typer.echo(f"--- system ---\n{p.system}")
+        if p.forced_start is not None:
+            typer.echo(f"--- forced start ---\n{p.forced_start}")
+
+
+if __name__ == "__main__":
+    app()

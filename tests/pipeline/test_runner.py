@@ -1,0 +1,128 @@
+"""The stage runner's resume and atomicity, with an in-process pool (the Ray + vLLM path is in tests/integration)."""
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.captions import open_source
+from pipeline.dialogue_stage import DialogueStage
+from pipeline.dialogues import DialogueConfig
+from pipeline.runner import RunOptions, run_stage
+from pipeline.runstate import ConfigMismatch
+from pipeline.types import Dialogue, Turn, dialogue_to_row
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "captions"
+MODELS = {"user": {"name": "m"}, "assistant": {"name": "m"}, "engine": "test"}
+
+
+class LocalPool:
+    """Runs items in-process; optionally dies after `die_after` submissions (like a killed driver)."""
+
+    size = 1
+
+    def __init__(self, die_after=None):
+        self.done, self.calls, self.die_after, self.seen = [], 0, die_after, []
+
+    def submit(self, items):
+        self.calls += 1
+        if self.die_after is not None and self.calls > self.die_after:
+            raise KeyboardInterrupt("killed")
+        self.seen += [it.id for it in items]
+        rows = [dialogue_to_row(Dialogue(id=it.id, caption_id=it.caption.id, source=it.source,
+                                         instruction=it.instruction, seed=it.seed, replica=it.replica,
+                                         turns=[Turn("user", "q", it.instruction), Turn("assistant", "a", it.instruction)],
+                                         input_shard=it.input_shard, input_row=it.input_row))
+                for it in items]
+        self.done.append(rows)
+
+    def inflight(self):
+        return sum(len(r) for r in self.done)
+
+    def wait(self, timeout_s):
+        out, self.done = [(None, r) for r in self.done], []
+        return out
+
+
+def stage(src="pixelprose", replicas=1, limit=None, seed=0):
+    source = open_source(src, str(FIXTURES / src))
+    return DialogueStage(source=source, instruction="LOC", run_seed=seed, replicas=replicas, limit=limit,
+                         dialogue=DialogueConfig(), models=MODELS)
+
+
+OPTS = RunOptions(progress=False, chunk_size=3, flush_rows=4)
+
+
+def rows_of(out: Path):
+    return [r for p in sorted(out.glob("dialogues-*.parquet")) for r in pq.read_table(p).to_pylist()]
+
+
+def test_one_output_shard_per_input_shard_and_every_row_accounted(tmp_path):
+    s = run_stage(stage(replicas=2), tmp_path, LocalPool, OPTS)
+    files = sorted(p.name for p in tmp_path.glob("dialogues-*.parquet"))
+    assert files == ["dialogues-00000.parquet", "dialogues-00001.parquet"]
+    rows = rows_of(tmp_path)
+    assert len(rows) == (16 + 6) * 2  # every input row x replicas, rejected ones included
+    assert len({r["id"] for r in rows}) == len(rows)
+    rejected = [r for r in rows if r["status"] == "rejected"]
+    assert {r["reason"] for r in rejected} == {"pixelprose:status", "pixelprose:watermark", "pixelprose:toxicity",
+                                               "caption:too_short"}
+    assert s.status["ok"] == len(rows) - len(rejected)
+    assert not (tmp_path / ".parts" / "dialogues-00000").exists()
+    assert (tmp_path / "_dialogues.run.json").exists()
+
+
+def test_killed_run_resumes_without_duplicates_or_losses(tmp_path):
+    full = tmp_path / "full"
+    run_stage(stage(src="pixmo"), full, LocalPool, OPTS)
+    expected = {r["id"] for r in rows_of(full)}
+
+    out = tmp_path / "killed"
+    with pytest.raises(KeyboardInterrupt):
+        run_stage(stage(src="pixmo"), out, lambda: LocalPool(die_after=5), OPTS)
+    first = out / "dialogues-00000.parquet"
+    assert first.exists()  # shard 0 (12 rows) completed before the kill
+    mtime = first.stat().st_mtime_ns
+    partial = list((out / ".parts").rglob("part-*.parquet"))
+    assert partial  # shard 1's finished records were kept
+    pool = LocalPool()
+    run_stage(stage(src="pixmo"), out, lambda: pool, OPTS)
+    rows = rows_of(out)
+    assert [r["id"] for r in rows].count(rows[0]["id"]) == 1
+    assert {r["id"] for r in rows} == expected and len(rows) == len(expected)
+    assert first.stat().st_mtime_ns == mtime  # completed shard untouched
+    assert len(pool.seen) < len(expected) - 12  # only the unfinished work was redone
+    assert not list(out.rglob("*.tmp"))
+
+
+def test_limit_and_complete_rerun_is_a_no_op(tmp_path):
+    run_stage(stage(src="pixmo", limit=14), tmp_path, LocalPool, OPTS)
+    assert len(rows_of(tmp_path)) == 14
+    assert sorted(p.name for p in tmp_path.glob("dialogues-*.parquet")) == ["dialogues-00000.parquet",
+                                                                           "dialogues-00001.parquet"]
+    def no_pool():
+        raise AssertionError("a complete run needs no workers")
+    s = run_stage(stage(src="pixmo", limit=14), tmp_path, no_pool, OPTS)
+    assert s.shards_skipped == 2 and s.status["ok"] == 14
+
+
+def test_different_config_is_refused_naming_the_keys(tmp_path):
+    run_stage(stage(src="pixmo", limit=3), tmp_path, LocalPool, OPTS)
+    with pytest.raises(ConfigMismatch, match="seed"):
+        run_stage(stage(src="pixmo", limit=3, seed=7), tmp_path, LocalPool, OPTS)
+    run_stage(stage(src="pixmo", limit=3, seed=7), tmp_path, LocalPool, RunOptions(progress=False, overwrite=True))
+    assert {r["seed"] for r in rows_of(tmp_path)} != set()
+
+
+def test_retry_failed_reruns_only_failed(tmp_path):
+    run_stage(stage(src="pixmo", limit=5), tmp_path, LocalPool, OPTS)
+    path = tmp_path / "dialogues-00000.parquet"
+    t = pq.read_table(path).to_pylist()
+    t[2]["status"], t[2]["error"] = "failed", "EngineError: boom"
+    import pyarrow as pa
+    from pipeline.types import DIALOGUE_SCHEMA
+    pq.write_table(pa.Table.from_pylist(t, schema=DIALOGUE_SCHEMA), path)
+    pool = LocalPool()
+    run_stage(stage(src="pixmo", limit=5), tmp_path, lambda: pool, RunOptions(progress=False, retry_failed=True))
+    assert pool.seen == [t[2]["id"]]
+    rows = rows_of(tmp_path)
+    assert len(rows) == 5 and all(r["status"] == "ok" for r in rows)
