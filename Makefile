@@ -29,10 +29,11 @@ endif
 	$(PY) -c "import vllm, ray, cli" 
 	@rm -f $(VENV)/.installed-*; touch $(STAMP)
 
-# The main job on the embedded CPU default: builtin:smollm2 (smoke-test quality) over the shipped fixture captions.
+# The main job on the embedded CPU default: builtin:smollm2 (smoke-test quality: short dialogues,
+# over-long messages trimmed to a sentence) over the shipped fixture captions. A few minutes on 2 cores.
 demo: install
 	$(VENV)/bin/ssvd dialogues --source pixmo --instruction COMB --input tests/fixtures/captions/pixmo \
-		--out demo-out/pixmo-comb --model builtin:smollm2 --limit 8
+		--out demo-out/pixmo-comb --model builtin:smollm2 --limit 8 --min-pairs 2 --max-pairs 4 --on-length trim
 	$(VENV)/bin/ssvd show demo-out/pixmo-comb --limit 2
 
 test: install

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import prompts
 from pipeline.engines import Completion, Engine, EngineDead, EngineError, Sampling
-from pipeline.filters import FilterConfig, check_message, clean_message
+from pipeline.filters import FilterConfig, check_message, clean_message, trim_to_sentence
 from pipeline.types import DEFAULT_COMB_POOL, Dialogue, Turn, WorkItem, stable_hash, stable_int
 
 
@@ -34,6 +34,7 @@ class DialogueConfig:
     min_new_tokens: int = 1
     retries: int = 3
     retry_backoff_s: float = 0.5
+    on_length: str = "reject"  # a message cut by the token limit: "reject" it, or "trim" it to its last sentence
     ignore_eos: bool = False  # benchmarks only
     length_targets: tuple[int, int] | None = None  # benchmarks only: per-message token targets drawn from the seed
 
@@ -146,14 +147,17 @@ async def generate_dialogue(
                     ignore_eos=cfg.ignore_eos,
                 )
                 c = await _chat(engines[role], msgs, sampling, cfg)
-                text = clean_message(c.text)
+                text, finish = clean_message(c.text), c.finish_reason
+                if finish == "length" and cfg.on_length == "trim" and not cfg.ignore_eos:
+                    text, finish = trim_to_sentence(text), "length-trimmed"
                 bad = None if cfg.ignore_eos else check_message(
-                    text, role, c.finish_reason, c.completion_tokens, said[role], fcfg
+                    text, role, "stop" if finish == "length-trimmed" and text else finish,
+                    0 if finish == "length-trimmed" and text else c.completion_tokens, said[role], fcfg
                 )
                 if bad:
-                    return _end_early(d, k, bad, cfg)
+                    return _end_early(d, k, f"{bad}", cfg, f"pair {k + 1} {role}: {bad}: {c.text[:300]!r}")
                 said[role].append(text)
-                d.turns.append(Turn(role, text, instr, c.completion_tokens, c.prompt_tokens, c.finish_reason))
+                d.turns.append(Turn(role, text, instr, c.completion_tokens, c.prompt_tokens, finish))
     except EngineDead:
         raise
     except Exception as e:  # retries exhausted, or a request the engine refuses
@@ -161,11 +165,13 @@ async def generate_dialogue(
     return d
 
 
-def _end_early(d: Dialogue, pair: int, reason: str, cfg: DialogueConfig) -> Dialogue:
-    """A bad message ends the dialogue: keep its complete pairs if there are enough."""
+def _end_early(d: Dialogue, pair: int, reason: str, cfg: DialogueConfig, what: str) -> Dialogue:
+    """A bad message ends the dialogue: keep its complete pairs if there are enough.
+
+    The note keeps the offending message, so every rejection can be read and explained."""
     d.turns = d.turns[: 2 * pair]
     if pair >= cfg.min_accepted_pairs:
-        d.note = f"ended at pair {pair + 1}: {reason}"
+        d.note = f"ended early at {what}"
     else:
-        d.status, d.reason = "rejected", reason
+        d.status, d.reason, d.note = "rejected", reason, what
     return d

@@ -130,9 +130,9 @@ class VllmEngine:
 
     def render(self, messages: list[dict]) -> list[int]:
         ids = self._tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-        if isinstance(ids, dict):  # some HF tokenizers return a BatchEncoding
+        if hasattr(ids, "keys"):  # HF tokenizers may return a BatchEncoding
             ids = ids["input_ids"]
-        return list(ids)
+        return [int(i) for i in ids]
 
     async def chat(self, messages: list[dict], sampling: Sampling) -> Completion:
         from vllm import SamplingParams
@@ -156,7 +156,8 @@ class VllmEngine:
         except Exception as e:
             if type(e).__name__ == "EngineDeadError" or getattr(self._llm, "errored", False):
                 raise EngineDead(f"vLLM engine died: {e}") from e
-            raise EngineError(f"{type(e).__name__}: {e}") from e
+            cause = f" (caused by {type(e.__cause__).__name__}: {e.__cause__})" if e.__cause__ else ""
+            raise EngineError(f"{type(e).__name__}: {e}{cause}") from e
         if final is None or not final.outputs:
             raise EngineError("vLLM returned no output")
         o = final.outputs[0]

@@ -148,3 +148,12 @@ def check_dialogue(num_pairs: int, cfg: FilterConfig) -> str | None:
     if num_pairs < cfg.min_pairs:
         return TOO_FEW_PAIRS
     return None
+
+
+_SENTENCE_END = re.compile(r"[.!?](?=[\"')\]]*(\s|$))")
+
+
+def trim_to_sentence(text: str) -> str:
+    """A message cut by the token limit, trimmed back to its last complete sentence ("" if none)."""
+    ends = [m.end() for m in _SENTENCE_END.finditer(text)]
+    return text[: ends[-1]].strip() if ends else ""

@@ -100,7 +100,7 @@ def test_changed_options_are_refused(comb_run):
 
 def test_killed_run_resumes_without_duplicates(tmp_path):
     args = ["dialogues", "--source", "pixelprose", "--instruction", "LEAD2", "--input", FIX / "pixelprose",
-            "--out", tmp_path, "--replicas", 3, *TINY]
+            "--out", tmp_path, "--replicas", 3, "--min-pairs", 3, "--max-pairs", 5, *TINY]
     proc = subprocess.Popen([sys.executable, "-m", "cli", *map(str, args)], cwd=ROOT, env=_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 300
@@ -121,10 +121,20 @@ def test_killed_run_resumes_without_duplicates(tmp_path):
 
 def test_smollm2_short_run_and_show(tmp_path):
     ssvd("dialogues", "--source", "docci", "--instruction", "LOC", "--input", FIX / "docci", "--out", tmp_path,
-         "--limit", 2, "--model", "builtin:smollm2", "--no-progress")
+         "--limit", 3, "--model", "builtin:smollm2", "--no-progress", "--min-pairs", 2, "--max-pairs", 3,
+         "--on-length", "trim")
     rs = rows(tmp_path)
-    assert len(rs) == 2 and all(r["model_assistant"] == "builtin:smollm2" for r in rs)
-    assert all(r["turns"] for r in rs)
+    assert len(rs) == 3 and all(r["model_assistant"] == "builtin:smollm2" for r in rs)
+    assert {r["status"] for r in rs} <= {"ok", "rejected"}, [r["error"] for r in rs]
+    assert any(r["turns"] for r in rs)
+    for r in rs:
+        if r["status"] == "rejected":
+            assert r["reason"] and r["note"].startswith("pair ")  # the offending message is kept
+        else:
+            assert 2 <= r["num_pairs"] <= 3
+            assert all(t["finish_reason"] in ("stop", "length-trimmed") for t in r["turns"])
+    run = json.loads((tmp_path / "_dialogues.run.json").read_text())
+    assert run["config"]["models"]["user"]["quality"] == "smoke-test"
     shown = ssvd("show", tmp_path, "--limit", 1).stdout
     assert "USER" in shown and "ASSISTANT" in shown and rs[0]["source"] in shown
 

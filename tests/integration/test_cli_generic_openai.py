@@ -1,0 +1,76 @@
+"""`ssvd generic`, and the `openai` engine against a real vLLM OpenAI-compatible server."""
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.integration.test_cli_dialogues import FIX, ROOT, _env, rows, ssvd
+
+pytestmark = pytest.mark.engine
+
+
+def test_generic_dialogues_have_topics_and_no_image(tmp_path):
+    topics = tmp_path / "topics.txt"
+    topics.write_text("baking bread at home\nlearning to swim\n")
+    p = ssvd("generic", "--out", tmp_path / "g", "--count", 4, "--topics", topics, "--min-pairs", 2,
+             "--max-pairs", 3, "--model", "builtin:tiny-mistral", "--no-progress")
+    rs = rows(tmp_path / "g")
+    assert len(rs) == 4 and len({r["id"] for r in rs}) == 4
+    assert {r["source"] for r in rs} == {"generic"} and {r["instruction"] for r in rs} == {"GENERIC"}
+    assert {r["caption"] for r in rs} <= {"baking bread at home", "learning to swim"}
+    assert all(r["caption_id"] is None for r in rs)
+    assert all(r["forced_start"].startswith("Start the conversation by asking a question about") for r in rs)
+    assert json.loads(p.stdout.strip().splitlines()[-1])["shards_written"] == 1
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def openai_server(tiny_mistral):
+    port = _free_port()
+    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", tiny_mistral.path,
+           "--tokenizer-mode", "mistral", "--enforce-eager", "--max-model-len", "8192",
+           "--no-enable-chunked-prefill", "--dtype", "bfloat16", "--host", "127.0.0.1", "--port", str(port)]
+    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(url + "/health", timeout=2)
+            break
+        except OSError:
+            if proc.poll() is not None:
+                raise RuntimeError("vLLM server exited early")
+            time.sleep(1)
+    else:
+        os.killpg(proc.pid, 9)
+        raise RuntimeError("vLLM server did not start")
+    yield url + "/v1", tiny_mistral.path
+    os.killpg(proc.pid, 15)
+    proc.wait(timeout=60)
+
+
+def test_openai_engine_runs_dialogues_against_a_server(openai_server, tmp_path):
+    base_url, model_path = openai_server
+    ssvd("dialogues", "--source", "pixmo", "--instruction", "NUM", "--input", FIX / "pixmo", "--out", tmp_path,
+         "--limit", 3, "--min-pairs", 2, "--max-pairs", 3, "--engine", "openai", "--openai-base-url", base_url,
+         "--model", model_path, "--no-progress")
+    rs = rows(tmp_path)
+    assert len(rs) == 3
+    assert {r["status"] for r in rs} <= {"ok", "rejected"}, [r["error"] for r in rs]
+    turns = [t for r in rs for t in r["turns"]]
+    assert turns and all(t["prompt_tokens"] > 0 and t["completion_tokens"] > 0 for t in turns)
+    assert {t["instruction"] for t in turns} == {"NUM"}
+    run = json.loads((tmp_path / "_dialogues.run.json").read_text())
+    assert run["config"]["models"]["engine"] == "openai"

@@ -1,0 +1,60 @@
+"""The CLI surface that needs no engine: help, prompts, input errors."""
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from cli import app
+
+runner = CliRunner()
+FIX = Path(__file__).resolve().parent / "fixtures" / "captions"
+
+
+def test_help_lists_the_commands():
+    out = runner.invoke(app, ["--help"]).output
+    for cmd in ("dialogues", "generic", "show", "prompts"):
+        assert cmd in out
+    d = runner.invoke(app, ["dialogues", "--help"]).output
+    for opt in ("--source", "--instruction", "--input", "--out", "--limit", "--replicas", "--seed", "--model",
+                "--user-model", "--assistant-model", "--workers", "--max-inflight", "--ray-address", "--overwrite",
+                "--retry-failed", "--engine"):
+        assert opt in d
+
+
+def test_prompts_show_json_keeps_the_caption_verbatim():
+    cap = "A cat {{ 7*7 }} {caption} {% raw %} {ROLE_SPECIFIC_TEXT}"
+    r = runner.invoke(app, ["prompts", "show", "LOC", "--role", "user", "--caption", cap, "--json"])
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.output)
+    assert cap in data["system"] and data["forced_start"].startswith("Start the conversation")
+    r = runner.invoke(app, ["prompts", "show", "TS1", "--role", "assistant", "--caption", cap, "--json"])
+    assert json.loads(r.output)["forced_start"] is None
+
+
+def test_prompts_show_comb_seed_changes_choices():
+    outs = {json.loads(runner.invoke(app, ["prompts", "show", "COMB", "--caption", "x", "--seed", str(s), "--json"]).output)["forced_start"]
+            for s in range(12)}
+    assert len(outs) > 3
+
+
+def test_bad_instruction_and_source_are_clear_errors(tmp_path):
+    r = runner.invoke(app, ["dialogues", "--source", "pixmo", "--instruction", "FOO", "--input", str(FIX / "pixmo"),
+                            "--out", str(tmp_path)])
+    assert r.exit_code == 2 and "COMB LOC PROP NUM TS1 TS2 LEAD1 LEAD2" in r.output
+    r = runner.invoke(app, ["dialogues", "--source", "flickr", "--instruction", "LOC", "--input", str(FIX / "pixmo"),
+                            "--out", str(tmp_path)])
+    assert r.exit_code == 2 and "pixmo docci pixelprose" in r.output
+
+
+def test_missing_column_names_file_and_column(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"image_url": "http://x/1.jpg", "text": "A dog on a red sofa in a bright room."}\n')
+    r = runner.invoke(app, ["dialogues", "--source", "pixmo", "--instruction", "LOC", "--input", str(bad),
+                            "--out", str(tmp_path / "out"), "--model", "builtin:tiny-mistral"])
+    assert r.exit_code == 2
+    assert "bad.jsonl" in r.output and "caption" in r.output
+
+
+def test_show_reports_missing_shards(tmp_path):
+    r = runner.invoke(app, ["show", str(tmp_path)])
+    assert r.exit_code == 2 and "no dialogue shards" in r.output
