@@ -126,6 +126,7 @@ def run_stage(stage: Stage, out_dir: Path, pool_factory, opts: RunOptions) -> Su
             if store.is_complete(i) and opts.retry_failed and _has_failed(store.final_path(i)):
                 store.reopen(i)
             if store.is_complete(i):
+                store.drop_parts(i)  # left over if a run died between finalising and cleaning up
                 done_ids[i] = None  # type: ignore[assignment]
                 summary.shards_skipped += 1
                 _count_existing(store.final_path(i), summary)

@@ -106,8 +106,11 @@ class ShardStore:
             table = table.take(sorted(last.values()))
         path = self.final_path(index)
         write_table_atomic(path, table.cast(self.schema))
-        shutil.rmtree(self.parts_dir(index), ignore_errors=True)
+        self.drop_parts(index)
         return path
+
+    def drop_parts(self, index: int) -> None:
+        shutil.rmtree(self.parts_dir(index), ignore_errors=True)
 
     def reopen(self, index: int) -> None:
         """Turn a completed shard back into parts (for --retry-failed); crash-safe order."""
