@@ -7,6 +7,7 @@ PIP := $(VENV)/bin/python -m pip
 FLAVOUR ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu)
 STAMP := $(VENV)/.installed-$(FLAVOUR)-$(shell cat pyproject.toml Makefile | sha256sum | cut -c1-12)
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
 .PHONY: install demo test bench clean
 
@@ -39,8 +40,9 @@ demo: install
 test: install
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
+# Dialogue throughput: ssvd vs. the engine's ceiling vs. Kyutai's lockstep (last line: JSON).
 bench: install
-	@echo "no benchmark yet"
+	$(PY) bench/dialogue_throughput.py $(BENCH_ARGS)
 
 clean:
 	rm -rf demo-out .pytest_cache

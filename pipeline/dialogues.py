@@ -145,6 +145,7 @@ async def generate_dialogue(
                     seed=plan.request_seeds[n],
                     min_tokens=cfg.min_new_tokens,
                     ignore_eos=cfg.ignore_eos,
+                    tag=(item.id, n),
                 )
                 c = await _chat(engines[role], msgs, sampling, cfg)
                 text, finish = clean_message(c.text), c.finish_reason

@@ -26,6 +26,7 @@ class Sampling:
     seed: int | None = None
     min_tokens: int = 1
     ignore_eos: bool = False  # benchmarks only: fixed output lengths
+    tag: tuple[str, int] = ("", 0)  # (dialogue id, message index): lets benchmarks replay requests
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +96,7 @@ class VllmEngine:
     _tokenizer: Any = None
     _ids: itertools.count = field(default_factory=itertools.count)
     _device: str = "cpu"
+    recorder: list | None = None  # benchmarks: every request as pipeline.replay.Request
 
     @classmethod
     def create(cls, model: ResolvedModel, options: EngineOptions) -> "VllmEngine":
@@ -161,6 +163,11 @@ class VllmEngine:
         if final is None or not final.outputs:
             raise EngineError("vLLM returned no output")
         o = final.outputs[0]
+        if self.recorder is not None:
+            from pipeline.replay import Request
+
+            self.recorder.append(Request(sampling.tag[0], sampling.tag[1], tuple(ids), len(o.token_ids),
+                                         final.num_cached_tokens or 0))
         return Completion(
             text=o.text,
             finish_reason=o.finish_reason or "",

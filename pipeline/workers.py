@@ -54,9 +54,34 @@ class DialogueWorker:
         dialogues = await asyncio.gather(*(generate_dialogue(it, self.engines, self.spec.dialogue) for it in items))
         return [dialogue_to_row(d) for d in dialogues]
 
+    # --- benchmarks (bench/dialogue_throughput.py): same engine instance, recorded requests ---
+    async def record(self, on: bool = True) -> None:
+        self.engines["user"].recorder = [] if on else None
+
+    async def recorded(self) -> list:
+        return list(self.engines["user"].recorder or [])
+
+    async def replay(self, requests: list, mode: str = "all", batch_dialogues: int = 64) -> dict:
+        from pipeline import replay
+
+        llm = self.engines["user"]._llm
+        await llm.reset_prefix_cache()
+        if mode == "all":
+            return await replay.all_at_once(llm, requests)
+        return await replay.lockstep(llm, requests, batch_dialogues)
+
+    async def peak_rss_mib(self) -> float:
+        return peak_rss_mib()
+
     def close(self) -> None:
         for e in {id(e): e for e in self.engines.values()}.values():
             e.close()
+
+
+def peak_rss_mib() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def init_ray(address: str | None, *, verbose: bool = False) -> None:

@@ -1,0 +1,141 @@
+"""Dialogue throughput: ssvd's scheduler vs. the engine's ceiling vs. Kyutai's lockstep schedule.
+
+Measured in one run, on the same model and machine, over the same requests:
+- ssvd:     the real `ssvd dialogues` path (stage runner -> Ray worker -> AsyncLLM), every request
+            recorded (prompt token ids, output length);
+- ceiling:  the *same engine instance* replaying every recorded request at once, as independent
+            requests (prefix cache reset first) — what no dialogue scheduler can beat;
+- lockstep: a second engine instance with prefix caching off replaying the same requests in
+            Kyutai's schedule: fixed batches of 64 dialogues, one message per step, each step
+            waiting for its longest message.
+Message lengths follow a fixed distribution drawn from each dialogue's seed (`ignore_eos`),
+prompts are the real rendered instructions over the fixture captions.
+
+The last line printed is one JSON object (ratios, tokens/s, prefix-cache hit rate, peak memory).
+Run: `make bench` or `python bench/dialogue_throughput.py --help`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def parse() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="builtin:tiny-mistral")
+    p.add_argument("--engine", default="vllm", choices=["vllm"])
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dialogues", type=int, default=64)
+    p.add_argument("--min-pairs", type=int, default=8)
+    p.add_argument("--max-pairs", type=int, default=16)
+    p.add_argument("--min-tokens", type=int, default=16, help="shortest message target (tokens)")
+    p.add_argument("--max-tokens", type=int, default=96, help="longest message target (tokens)")
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--max-inflight", type=int, default=256)
+    p.add_argument("--lockstep-batch", type=int, default=64)
+    p.add_argument("--max-model-len", type=int, default=8192)
+    p.add_argument("--captions", default=str(ROOT / "tests" / "fixtures" / "captions" / "pixmo"))
+    p.add_argument("--source", default="pixmo")
+    p.add_argument("--instruction", default="COMB")
+    p.add_argument("--skip-lockstep", action="store_true")
+    return p.parse_args()
+
+
+def main() -> None:
+    a = parse()
+    from pipeline.jobs import default_env
+
+    default_env()
+    import ray
+
+    from pipeline.captions import open_source
+    from pipeline.dialogue_stage import DialogueStage
+    from pipeline.dialogues import DialogueConfig
+    from pipeline.engines import EngineOptions
+    from pipeline.models import resolve_model
+    from pipeline.runner import RunOptions, run_stage
+    from pipeline.workers import RayPool, WorkerSpec, init_ray, peak_rss_mib
+
+    model = resolve_model(a.model)
+    source = open_source(a.source, a.captions)
+    n_captions = sum(1 for s in source.shards for r in source.iter_shard(s.index) if not hasattr(r, "reason"))
+    replicas = math.ceil(a.dialogues / n_captions)
+    limit = math.ceil(a.dialogues / replicas)  # captions used: replicas x limit >= dialogues
+    dcfg = DialogueConfig(min_pairs=a.min_pairs, max_pairs=a.max_pairs, min_accepted_pairs=a.min_pairs,
+                          ignore_eos=True, length_targets=(a.min_tokens, a.max_tokens), max_new_tokens=a.max_tokens)
+    opts = EngineOptions(kind=a.engine, device=a.device, max_model_len=a.max_model_len)
+    stage = DialogueStage(source=source, instruction=a.instruction, run_seed=0, replicas=replicas, limit=limit,
+                          dialogue=dcfg, models={"user": {"name": a.model}, "assistant": {"name": a.model}})
+    init_ray(None)
+    gpus = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+    log = lambda *x: print(*x, file=sys.stderr, flush=True)  # noqa: E731
+
+    # --- ssvd: the real stage runner over Ray workers ---------------------------------------
+    pool = RayPool(WorkerSpec(model, model, opts, dcfg), a.workers, gpus_per_worker=gpus)
+    ray.get([w.record.remote(True) for w in pool.actors])
+    with tempfile.TemporaryDirectory() as out:
+        log(f"ssvd: {limit * replicas} dialogues on {a.workers} worker(s)...")
+        t0 = time.perf_counter()
+        summary = run_stage(stage, Path(out), lambda: pool, RunOptions(progress=False, max_inflight=a.max_inflight))
+        ssvd_s = time.perf_counter() - t0
+    recorded = ray.get([w.recorded.remote() for w in pool.actors])
+    worker_rss = max(ray.get([w.peak_rss_mib.remote() for w in pool.actors]))
+    requests = [r for rs in recorded for r in rs]
+    completion = sum(r.output_tokens for r in requests)
+    prompt = sum(len(r.prompt_ids) for r in requests)
+    cached = sum(r.cached_tokens for r in requests)
+    log(f"ssvd: {ssvd_s:.1f}s, {len(requests)} requests, {completion} completion tokens, "
+        f"prefix-cache hits {cached / max(prompt, 1):.1%}")
+
+    # --- ceiling: the same engine instances replay their own requests all at once -------------
+    log("ceiling: replaying every request at once on the same engine(s)...")
+    t0 = time.perf_counter()
+    ceil = ray.get([w.replay.remote(rs, "all") for w, rs in zip(pool.actors, recorded)])
+    ceiling_s = time.perf_counter() - t0
+    pool.shutdown()
+
+    # --- lockstep: a fresh engine with prefix caching off, Kyutai's schedule ------------------
+    lock_s = float("nan")
+    if not a.skip_lockstep:
+        log(f"lockstep: batches of {a.lockstep_batch} dialogues, one message per step, no prefix reuse...")
+        lopts = EngineOptions(kind=a.engine, device=a.device, max_model_len=a.max_model_len, prefix_caching=False)
+        lpool = RayPool(WorkerSpec(model, model, lopts, dcfg), 1, gpus_per_worker=gpus)
+        res = ray.get(lpool.actors[0].replay.remote(requests, "lockstep", a.lockstep_batch))
+        lock_s = res["elapsed_s"]
+        lpool.shutdown()
+
+    tps = {k: round(completion / v, 1) for k, v in (("ssvd", ssvd_s), ("ceiling", ceiling_s), ("lockstep", lock_s))
+           if v == v}
+    result = {
+        "ratio_vs_ceiling": round(ceiling_s / ssvd_s, 3),
+        "ratio_vs_lockstep": round(lock_s / ssvd_s, 3) if lock_s == lock_s else None,
+        "tokens_per_s": tps,
+        "seconds": {"ssvd": round(ssvd_s, 2), "ceiling": round(ceiling_s, 2),
+                    "lockstep": round(lock_s, 2) if lock_s == lock_s else None},
+        "engine": a.engine,
+        "model": a.model,
+        "device": "cuda" if gpus else "cpu",
+        "workers": a.workers,
+        "dialogues": summary.items_run,
+        "messages": len(requests),
+        "completion_tokens": completion,
+        "prompt_tokens": prompt,
+        "prefix_cache_hit_rate": round(cached / max(prompt, 1), 4),
+        "peak_rss_mib": {"driver": round(peak_rss_mib(), 1), "worker": round(worker_rss, 1)},
+        "ceiling_detail": ceil,
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+    main()
