@@ -47,7 +47,70 @@ def parse() -> argparse.Namespace:
     p.add_argument("--source", default="pixmo")
     p.add_argument("--instruction", default="COMB")
     p.add_argument("--skip-lockstep", action="store_true")
+    p.add_argument("--memory-scan", type=int, default=0, metavar="N",
+                   help="instead: peak memory of driver and worker for N and 10*N short dialogues (fresh processes)")
+    p.add_argument("--memory-probe", type=int, default=0, help=argparse.SUPPRESS)
     return p.parse_args()
+
+
+def synthetic_captions(n: int, folder: Path) -> Path:
+    """n distinct PixMo-style captions (fixture texts, unique image urls), in shards of 1000 rows."""
+    folder.mkdir(parents=True, exist_ok=True)
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    base = [r["caption"] for f in sorted((ROOT / "tests/fixtures/captions/pixmo").glob("*.parquet"))
+            for r in pq.read_table(f).to_pylist()]
+    for s in range(0, n, 1000):
+        rows = [{"image_url": f"https://example.com/synthetic/{i}.jpg", "caption": base[i % len(base)],
+                 "transcripts": []} for i in range(s, min(n, s + 1000))]
+        pq.write_table(pa.Table.from_pylist(rows), folder / f"train-{s // 1000:05d}.parquet")
+    return folder
+
+
+def memory_probe(a: argparse.Namespace) -> None:
+    """One short-dialogue run over N synthetic captions; prints peak RSS of driver and worker."""
+    import ray
+
+    from pipeline.captions import open_source
+    from pipeline.dialogue_stage import DialogueStage
+    from pipeline.dialogues import DialogueConfig
+    from pipeline.engines import EngineOptions
+    from pipeline.models import resolve_model
+    from pipeline.runner import RunOptions, run_stage
+    from pipeline.workers import RayPool, WorkerSpec, init_ray, peak_rss_mib
+
+    model = resolve_model(a.model)
+    dcfg = DialogueConfig(min_pairs=1, max_pairs=1, min_accepted_pairs=1, ignore_eos=True, length_targets=(2, 2))
+    with tempfile.TemporaryDirectory() as tmp:
+        src = open_source("pixmo", str(synthetic_captions(a.memory_probe, Path(tmp) / "in")))
+        stage = DialogueStage(source=src, instruction="LOC", run_seed=0, replicas=1, limit=None, dialogue=dcfg,
+                              models={"user": {"name": a.model}, "assistant": {"name": a.model}})
+        init_ray(None)
+        opts = EngineOptions(kind=a.engine, device=a.device, max_model_len=a.max_model_len)
+        pool = RayPool(WorkerSpec(model, model, opts, dcfg), 1)
+        t0 = time.perf_counter()
+        s = run_stage(stage, Path(tmp) / "out", lambda: pool, RunOptions(progress=False, max_inflight=a.max_inflight))
+        worker = ray.get(pool.actors[0].peak_rss_mib.remote())
+        pool.shutdown()
+    print(json.dumps({"captions": a.memory_probe, "dialogues": s.items_run, "seconds": round(time.perf_counter() - t0, 1),
+                      "driver_peak_rss_mib": round(peak_rss_mib(), 1), "worker_peak_rss_mib": round(worker, 1)}))
+
+
+def memory_scan(a: argparse.Namespace) -> None:
+    import subprocess
+
+    out = []
+    for n in (a.memory_scan, 10 * a.memory_scan):
+        cmd = [sys.executable, __file__, "--memory-probe", str(n), "--model", a.model, "--max-inflight",
+               str(a.max_inflight), "--max-model-len", str(a.max_model_len)]
+        p = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        out.append(json.loads(p.stdout.strip().splitlines()[-1]))
+        print(json.dumps(out[-1]), file=sys.stderr, flush=True)
+    small, big = out
+    print(json.dumps({"memory_growth_10x": {
+        "driver": round(big["driver_peak_rss_mib"] / small["driver_peak_rss_mib"], 3),
+        "worker": round(big["worker_peak_rss_mib"] / small["worker_peak_rss_mib"], 3)}, "runs": out}))
 
 
 def main() -> None:
@@ -55,6 +118,10 @@ def main() -> None:
     from pipeline.jobs import default_env
 
     default_env()
+    if a.memory_probe:
+        return memory_probe(a)
+    if a.memory_scan:
+        return memory_scan(a)
     import ray
 
     from pipeline.captions import open_source
