@@ -5,6 +5,8 @@ tokens`, so they do exactly the work that was recorded.
 - `all_at_once`: every request submitted together, as independent requests (the engine's ceiling).
 - `lockstep`: Kyutai's released generator's schedule: fixed batches of dialogues advance one
   message per step; a step starts only when every message of the previous one has finished.
+  With `padded=True` every message of a step also generates as many tokens as the step's longest
+  one (surplus discarded), as a padded Hugging Face `generate` batch computes them.
 """
 from __future__ import annotations
 
@@ -26,16 +28,17 @@ class Request:
 _ids = itertools.count()
 
 
-async def _one(llm, r: Request) -> int:
+async def _one(llm, r: Request, run_tokens: int | None = None) -> int:
+    """Replay one request; returns the useful tokens (its recorded output length)."""
     from vllm import SamplingParams
     from vllm.inputs import TokensPrompt
 
-    params = SamplingParams(temperature=0.7, max_tokens=r.output_tokens, min_tokens=r.output_tokens,
-                            ignore_eos=True, seed=r.index)
+    n = run_tokens or r.output_tokens
+    params = SamplingParams(temperature=0.7, max_tokens=n, min_tokens=n, ignore_eos=True, seed=r.index)
     final = None
     async for out in llm.generate(TokensPrompt(prompt_token_ids=list(r.prompt_ids)), params, f"replay{next(_ids)}"):
         final = out
-    return len(final.outputs[0].token_ids)
+    return min(len(final.outputs[0].token_ids), r.output_tokens)
 
 
 async def all_at_once(llm, requests: list[Request]) -> dict:
@@ -44,7 +47,7 @@ async def all_at_once(llm, requests: list[Request]) -> dict:
     return {"elapsed_s": time.perf_counter() - t0, "completion_tokens": sum(produced), "requests": len(requests)}
 
 
-async def lockstep(llm, requests: list[Request], batch_dialogues: int = 64) -> dict:
+async def lockstep(llm, requests: list[Request], batch_dialogues: int = 64, padded: bool = False) -> dict:
     by_dialogue: dict[str, list[Request]] = {}
     for r in sorted(requests, key=lambda r: (r.dialogue, r.index)):
         by_dialogue.setdefault(r.dialogue, []).append(r)
@@ -55,5 +58,6 @@ async def lockstep(llm, requests: list[Request], batch_dialogues: int = 64) -> d
         batch = dialogues[b : b + batch_dialogues]
         for step in range(max(len(d) for d in batch)):
             todo = [d[step] for d in batch if step < len(d)]
-            produced += sum(await asyncio.gather(*(_one(llm, r) for r in todo)))
+            longest = max(r.output_tokens for r in todo) if padded else None
+            produced += sum(await asyncio.gather(*(_one(llm, r, longest) for r in todo)))
     return {"elapsed_s": time.perf_counter() - t0, "completion_tokens": produced, "requests": len(requests)}

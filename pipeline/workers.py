@@ -62,13 +62,14 @@ class DialogueWorker:
         return list(self.engines["user"].recorder or [])
 
     async def replay(self, requests: list, mode: str = "all", batch_dialogues: int = 64) -> dict:
+        """mode: "all" (ceiling), "lockstep", or "lockstep-padded" (HF-style padded batches)."""
         from pipeline import replay
 
         llm = self.engines["user"]._llm
         await llm.reset_prefix_cache()
         if mode == "all":
             return await replay.all_at_once(llm, requests)
-        return await replay.lockstep(llm, requests, batch_dialogues)
+        return await replay.lockstep(llm, requests, batch_dialogues, padded=mode == "lockstep-padded")
 
     async def peak_rss_mib(self) -> float:
         return peak_rss_mib()

@@ -76,3 +76,31 @@ def test_dialogue_follows_its_plan_and_is_reproducible(tiny_engine, loop):
     for a, b in zip(alone, together[:3]):
         assert [t.text for t in a.turns] == [t.text for t in b.turns]
     assert any(d.status == "ok" for d in together)
+
+
+def test_recorded_requests_replay_to_the_same_work(tiny_engine, loop):
+    """The benchmark's ceiling and lockstep replays do exactly the recorded work."""
+    from pipeline import replay
+
+    cfg = DialogueConfig(min_pairs=2, max_pairs=3, min_accepted_pairs=2, ignore_eos=True, length_targets=(3, 9))
+    engines = {"user": tiny_engine, "assistant": tiny_engine}
+    tiny_engine.recorder = []
+    try:
+        async def three():
+            return await asyncio.gather(*(generate_dialogue(item(7 + n, "LOC", n), engines, cfg) for n in range(3)))
+
+        dialogues = loop.run_until_complete(three())
+        recorded = list(tiny_engine.recorder)
+    finally:
+        tiny_engine.recorder = None
+    assert len(recorded) == sum(len(d.turns) for d in dialogues)
+    for d in dialogues:
+        plan = make_plan("LOC", d.seed, cfg)
+        assert [t.completion_tokens for t in d.turns] == list(plan.max_tokens)  # ignore_eos: exact targets
+        assert sorted(r.index for r in recorded if r.dialogue == d.id) == list(range(len(d.turns)))
+    total = sum(r.output_tokens for r in recorded)
+    llm = tiny_engine._llm
+    for run in (replay.all_at_once(llm, recorded), replay.lockstep(llm, recorded, 2),
+                replay.lockstep(llm, recorded, 2, padded=True)):
+        res = loop.run_until_complete(run)
+        assert res["completion_tokens"] == total and res["requests"] == len(recorded)
