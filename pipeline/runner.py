@@ -66,7 +66,6 @@ class Summary:
     reasons: Counter = field(default_factory=Counter)
     completion_tokens: int = 0
     prompt_tokens: int = 0
-    cached_tokens: int = 0
     elapsed_s: float = 0.0
 
     def add(self, row: dict) -> None:
@@ -158,7 +157,6 @@ def run_stage(stage: Stage, out_dir: Path, pool_factory, opts: RunOptions) -> Su
                 buffers[i].append(r)
                 open_items[i] -= 1
                 summary.add(r)
-                summary.cached_tokens += int(r.pop("_cached_tokens", 0) or 0)
             bar.update(len(rows))
             el = max(time.monotonic() - t0, 1e-6)
             bar.set_postfix(
