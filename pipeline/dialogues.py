@@ -148,15 +148,14 @@ async def generate_dialogue(
                     tag=(item.id, n),
                 )
                 c = await _chat(engines[role], msgs, sampling, cfg)
-                text, finish = clean_message(c.text), c.finish_reason
+                text, finish, used = clean_message(c.text), c.finish_reason, c.completion_tokens
                 if finish == "length" and cfg.on_length == "trim" and not cfg.ignore_eos:
-                    text, finish = trim_to_sentence(text), "length-trimmed"
-                bad = None if cfg.ignore_eos else check_message(
-                    text, role, "stop" if finish == "length-trimmed" and text else finish,
-                    0 if finish == "length-trimmed" and text else c.completion_tokens, said[role], fcfg
-                )
+                    trimmed = trim_to_sentence(text)
+                    if trimmed:  # within the limit once trimmed; nothing left: rejected as over the limit
+                        text, finish, used = trimmed, "length-trimmed", 0
+                bad = None if cfg.ignore_eos else check_message(text, role, finish, used, said[role], fcfg)
                 if bad:
-                    return _end_early(d, k, f"{bad}", cfg, f"pair {k + 1} {role}: {bad}: {c.text[:300]!r}")
+                    return _end_early(d, k, bad, cfg, f"pair {k + 1} {role}: {bad}: {c.text[:300]!r}")
                 said[role].append(text)
                 d.turns.append(Turn(role, text, instr, c.completion_tokens, c.prompt_tokens, finish))
     except EngineDead:

@@ -56,6 +56,7 @@ class DialogueWorker:
 
     # --- benchmarks (bench/dialogue_throughput.py): same engine instance, recorded requests ---
     async def record(self, on: bool = True) -> None:
+        """Record the requests of the user role's engine (both roles' when they share it, as in the benchmark)."""
         self.engines["user"].recorder = [] if on else None
 
     async def recorded(self) -> list:
