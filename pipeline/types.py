@@ -8,6 +8,7 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Literal
 
+import numpy as np
 import pyarrow as pa
 
 Role = Literal["user", "assistant"]
@@ -129,6 +130,46 @@ class WordSpan:
     start_s: float
     end_s: float
     speaker: Role
+
+
+@dataclass(slots=True)
+class Utterance:
+    """One turn spoken by one speech backend (tts/).
+
+    `words` has exactly one span per whitespace-separated written word of the text, in order, with
+    times relative to the utterance start, taken from the backend itself (never spread evenly).
+    """
+
+    audio: np.ndarray  # float32 mono, in [-1, 1]
+    sample_rate_hz: int
+    words: list[WordSpan]
+    voice: str
+    codes: np.ndarray | None = None  # [8, frames] Mimi codes when the backend makes them (kyutai)
+
+
+@dataclass(slots=True)
+class TurnSpan:
+    role: Role
+    start_s: float
+    end_s: float
+    text: str
+    voice: str
+
+
+@dataclass(slots=True)
+class SpeechSample:
+    """A dialogue laid out on two channels (tts/timeline.py): ch0 assistant, ch1 user."""
+
+    dialogue_id: str
+    audio: np.ndarray  # float32 [2, num_samples]
+    sample_rate_hz: int
+    words: list[WordSpan]  # global times, both speakers, sorted by start
+    turns: list[TurnSpan]
+    codes: np.ndarray | None = None  # [16, frames] when the backend made Mimi codes itself
+
+    @property
+    def duration_s(self) -> float:
+        return self.audio.shape[1] / self.sample_rate_hz
 
 
 IMAGE_TYPE = pa.struct([("url", pa.string()), ("path", pa.string()), ("sha256", pa.string())])
