@@ -205,6 +205,118 @@ def _run_options(overwrite, retry_failed, max_inflight, no_progress):
                       progress=not no_progress)
 
 
+StageIn = Annotated[Path, typer.Option("--in", help="Output directory of the previous stage.")]
+StageWorkers = Annotated[int, typer.Option("--workers", min=0, help="Ray workers (one CPU each); 0 runs in-process without Ray.")]
+Limit = Annotated[Optional[int], typer.Option("--limit", min=0, help="Use only the first N accepted input rows.")]
+Split = Annotated[Optional[str], typer.Option("--split", help="Split name written in every row (default: SOURCE-INSTRUCTION, e.g. pixmo-comb).")]
+
+
+def _pool_args(workers, ray_address, device, verbose):
+    from pipeline.audio_jobs import PoolArgs
+
+    gpu = device.startswith("cuda")
+    return PoolArgs(workers=workers, ray_address=ray_address, cpus_per_worker=0.0 if gpu else 1.0,
+                    gpus_per_worker=1.0 if gpu and workers else 0.0, verbose=verbose)
+
+
+@app.command()
+def speech(
+    input: StageIn,
+    out: Out,
+    assistant_voice: Annotated[str, typer.Option("--assistant-voice", help="The one assistant voice of the corpus, BACKEND:VOICE (piper:joe offline; kyutai:... on GPU).")] = "piper:joe",
+    user_voice: Annotated[Optional[list[str]], typer.Option("--user-voice", help="A user voice BACKEND:VOICE; repeat for a pool (default: 12 eSpeak NG variants). One is drawn per dialogue from its seed.")] = None,
+    gap_s: Annotated[tuple[float, float], typer.Option("--gap-s", help="Range of the silence between turns, seconds.")] = (0.2, 0.8),
+    overlap_prob: Annotated[float, typer.Option("--overlap-prob", min=0.0, max=1.0, help="Chance that a turn starts before the previous one ends.")] = 0.0,
+    max_overlap_s: Annotated[float, typer.Option("--max-overlap-s", min=0.0, help="Longest such overlap, seconds.")] = 0.25,
+    limit: Limit = None,
+    split: Split = None,
+    workers: StageWorkers = 1,
+    ray_address: RayAddress = None,
+    device: Annotated[str, typer.Option("--device", help="cpu or cuda (kyutai backend).")] = "cpu",
+    overwrite: Overwrite = False,
+    retry_failed: RetryFailed = False,
+    no_progress: NoProgress = False,
+    verbose: Verbose = False,
+) -> None:
+    """Speak accepted dialogues: TTS per turn, user on one channel and assistant on the other (24 kHz FLAC)."""
+    from pipeline import audio_jobs
+    from pipeline.speech_worker import SpeechSpec, TimelineConfig
+    from tts.voices import DEFAULT_USERS, VoiceConfig
+
+    _setup(verbose)
+    try:
+        voices = VoiceConfig(assistant_voice, tuple(user_voice or DEFAULT_USERS))
+        if gap_s[0] > gap_s[1] or gap_s[0] < 0:
+            raise ValueError(f"--gap-s {gap_s[0]} {gap_s[1]}: give MIN MAX with 0 <= MIN <= MAX")
+        backend_opts = (("kyutai", (("device", device),)),) if "kyutai" in voices.backends() else ()
+        spec = SpeechSpec(voices, TimelineConfig(tuple(gap_s), overlap_prob, max_overlap_s), backend_opts, split)
+        summary = audio_jobs.speech(input, out, spec, limit=limit, pool_args=_pool_args(workers, ray_address, device, verbose),
+                                    opts=_run_options(overwrite, retry_failed, 2, no_progress))
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        _fail(e)
+    _finish(summary, out)
+
+
+@app.command()
+def tokens(
+    input: StageIn,
+    out: Out,
+    kind: Annotated[Optional[str], typer.Option("--kind", help="speech (Mimi codes + padded text stream; needs speech shards) or text (plain transcript tokens). Default: speech for speech input, text for dialogues.")] = None,
+    codec: Annotated[str, typer.Option("--codec", help="Mimi weights: kyutai/mimi, a local transformers folder, or random[:SEED] (offline, seeded random weights).")] = "random",
+    tokenizer: Annotated[Optional[str], typer.Option("--tokenizer", help="Text SentencePiece model: a path (production: Moshi's tokenizer_spm_32k_3.model) or a hub repo holding it. Default: mistral-common's 32k model, recorded as a stand-in.")] = None,
+    delay_s: Annotated[float, typer.Option("--delay-s", help="Put the text this many seconds ahead of the audio (moshi-finetune's audio_delay); negative zero-fills the first frames.")] = 0.0,
+    bos_id: Annotated[Optional[int], typer.Option("--bos-id", help="Token marking the start of each assistant turn (default: none).")] = None,
+    eos_id: Annotated[Optional[int], typer.Option("--eos-id", help="Token marking the end of each assistant turn (default: none).")] = None,
+    keep_and_shift: Annotated[bool, typer.Option("--keep-and-shift", help="Keep a word's unfinished tokens when the next word starts, shifting it (default: replace them, as Moshi).")] = False,
+    limit: Limit = None,
+    split: Split = None,
+    workers: StageWorkers = 1,
+    ray_address: RayAddress = None,
+    device: Annotated[str, typer.Option("--device", help="cpu or cuda for the codec.")] = "cpu",
+    overwrite: Overwrite = False,
+    retry_failed: RetryFailed = False,
+    no_progress: NoProgress = False,
+    verbose: Verbose = False,
+) -> None:
+    """Turn speech shards into Mimi-code + text-stream token shards (or dialogues into text-only rows)."""
+    from pipeline import audio_jobs
+    from pipeline.stage_input import open_stage_input
+    from pipeline.token_worker import StreamOptions, TokenSpec
+
+    _setup(verbose)
+    try:
+        if kind is None:
+            kind = "speech" if open_stage_input(input, ("speech", "dialogues")).stage == "speech" else "text"
+        stream = StreamOptions(bos_id=bos_id, eos_id=eos_id, delay_s=delay_s, keep_and_shift=keep_and_shift)
+        spec = TokenSpec(kind=kind, codec=codec, device=device, tokenizer=tokenizer, stream=stream, split=split)
+        summary = audio_jobs.tokens(input, out, spec, limit=limit, pool_args=_pool_args(workers, ray_address, device, verbose),
+                                    opts=_run_options(overwrite, retry_failed, 2, no_progress))
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        _fail(e)
+    _finish(summary, out)
+
+
+@app.command()
+def export(
+    input: Annotated[Path, typer.Option("--in", help="A speech or tokens output directory.")],
+    out: Out,
+    format: Annotated[str, typer.Option("--format", help="moshi-finetune: stereo wav (left assistant, right user) + alignment json + jsonl index.")] = "moshi-finetune",
+    codec: Annotated[Optional[str], typer.Option("--codec", help="For tokens input: the codec to decode with (default: the one recorded in the shards).")] = None,
+    limit: Limit = None,
+    no_progress: NoProgress = False,
+) -> None:
+    """Export speech (or decoded token) shards in another trainer's format."""
+    from pipeline.export import export_moshi_finetune
+
+    if format != "moshi-finetune":
+        _fail(ValueError(f"--format {format!r}: only moshi-finetune is supported"))
+    try:
+        n = export_moshi_finetune(input, out, limit=limit, codec=codec, progress=not no_progress)
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        _fail(e)
+    typer.echo(json.dumps({"exported": n, "out": str(out), "index": str(Path(out) / "index.jsonl")}))
+
+
 @app.command()
 def show(
     path: Annotated[Path, typer.Argument(help="A dialogues output directory or shard file.")],

@@ -100,7 +100,7 @@ def _progress(total: int | None, enabled: bool, desc: str):
 def run_stage(stage: Stage, out_dir: Path, pool_factory, opts: RunOptions) -> Summary:
     """Run `stage` into `out_dir`. `pool_factory()` is called only if there is work to do."""
     out_dir = Path(out_dir)
-    store = ShardStore(out_dir, stage.name, stage.schema)
+    store = ShardStore(out_dir, stage.name, stage.schema, getattr(stage, "row_group_rows", 256))
     state = RunState(out_dir, stage.name)
     if opts.overwrite:
         store.remove_all()

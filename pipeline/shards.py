@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+from collections import defaultdict
 from pathlib import Path
 from typing import Iterable
 
@@ -59,10 +60,11 @@ def sha256_file(path: Path) -> str:
 class ShardStore:
     """The output shards of one stage in one directory."""
 
-    def __init__(self, out_dir: Path, stage: str, schema: pa.Schema):
+    def __init__(self, out_dir: Path, stage: str, schema: pa.Schema, row_group_rows: int = ROW_GROUP_ROWS):
         self.dir = Path(out_dir)
         self.stage = stage
         self.schema = schema
+        self.row_group_rows = row_group_rows
 
     def final_path(self, index: int) -> Path:
         return self.dir / shard_name(self.stage, index)
@@ -82,7 +84,8 @@ class ShardStore:
             return
         existing = self.part_paths(index)
         n = int(existing[-1].stem.split("-")[1]) + 1 if existing else 0
-        write_table_atomic(self.parts_dir(index) / f"part-{n:06d}.parquet", rows_to_table(rows, self.schema))
+        write_table_atomic(self.parts_dir(index) / f"part-{n:06d}.parquet", rows_to_table(rows, self.schema),
+                           self.row_group_rows)
 
     def done_ids(self, index: int, redo_failed: bool = False) -> set[str]:
         """Ids of records already completed for a shard in progress (failed ones left out if asked)."""
@@ -97,15 +100,29 @@ class ShardStore:
         return ids
 
     def finalize(self, index: int) -> Path:
-        """Write the completed shard from its parts atomically (last record per id wins), then drop the parts."""
-        parts = [pq.read_table(p) for p in self.part_paths(index)]
-        table = pa.concat_tables(parts) if parts else self.schema.empty_table()
-        ids = table.column("id").to_pylist()
-        last = {i: n for n, i in enumerate(ids)}
-        if len(last) != len(ids):
-            table = table.take(sorted(last.values()))
+        """Write the completed shard from its parts atomically (last record per id wins), then drop the parts.
+
+        Streams part by part (speech parts hold audio), so memory stays at one part file."""
+        parts = self.part_paths(index)
+        last: dict[str, tuple[int, int]] = {}
+        for k, p in enumerate(parts):
+            for n, i in enumerate(pq.read_table(p, columns=["id"]).column("id").to_pylist()):
+                last[i] = (k, n)
+        keep: dict[int, list[int]] = defaultdict(list)
+        for k, n in last.values():
+            keep[k].append(n)
         path = self.final_path(index)
-        write_table_atomic(path, table.cast(self.schema))
+        tmp = path.with_name(path.name + ".tmp")
+        with pq.ParquetWriter(tmp, self.schema, compression="zstd") as w:
+            for k, p in enumerate(parts):
+                t = pq.read_table(p).cast(self.schema)
+                if len(keep[k]) != t.num_rows:
+                    t = t.take(sorted(keep[k]))
+                if t.num_rows:
+                    w.write_table(t, row_group_size=self.row_group_rows)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
         self.drop_parts(index)
         return path
 
@@ -114,10 +131,8 @@ class ShardStore:
 
     def reopen(self, index: int) -> None:
         """Turn a completed shard back into parts (for --retry-failed); crash-safe order."""
-        path = self.final_path(index)
-        rows = read_rows(path)
-        write_table_atomic(self.parts_dir(index) / "part-000000.parquet", rows_to_table(rows, self.schema))
-        path.unlink()
+        self.parts_dir(index).mkdir(parents=True, exist_ok=True)
+        os.replace(self.final_path(index), self.parts_dir(index) / "part-000000.parquet")  # one atomic rename
 
     def clean_tmp(self) -> None:
         if self.dir.is_dir():

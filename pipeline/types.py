@@ -273,3 +273,74 @@ def dialogue_from_row(r: dict) -> Dialogue:
         input_shard=r.get("input_shard", 0),
         input_row=r.get("input_row", -1),
     )
+
+
+# --- speech and token shards (tts/, pipeline/speech_stage.py, pipeline/token_stage.py) ---
+
+WORD_TYPE = pa.struct([("word", pa.string()), ("start_s", pa.float64()), ("end_s", pa.float64()), ("speaker", pa.string())])
+TURN_SPAN_TYPE = pa.struct(
+    [("role", pa.string()), ("start_s", pa.float64()), ("end_s", pa.float64()), ("text", pa.string()), ("voice", pa.string())]
+)
+CODES_TYPE = pa.list_(pa.list_(pa.int16()))  # [codebooks][frames]
+
+# Columns every speech / token row carries over from its dialogue.
+_CARRIED = [
+    ("id", pa.string()),
+    ("dialogue_id", pa.string()),
+    ("split", pa.string()),
+    ("source", pa.string()),
+    ("instruction", pa.string()),
+    ("caption_id", pa.string()),
+    ("image", IMAGE_TYPE),
+    ("seed", pa.int64()),
+    ("status", pa.string()),
+    ("reason", pa.string()),
+    ("error", pa.string()),
+]
+_TRAILER = [
+    ("model_user", pa.string()),
+    ("model_assistant", pa.string()),
+    ("prompt_version", pa.string()),
+    ("input_shard", pa.int32()),
+    ("input_row", pa.int64()),
+]
+
+SPEECH_SCHEMA = pa.schema(
+    _CARRIED
+    + [
+        ("sample_rate_hz", pa.int32()),
+        ("num_samples", pa.int64()),
+        ("duration_s", pa.float64()),
+        ("audio_flac", pa.binary()),  # stereo 16-bit FLAC: ch0 assistant, ch1 user
+        ("words", pa.list_(WORD_TYPE)),  # global times, both speakers, sorted by start
+        ("turns", pa.list_(TURN_SPAN_TYPE)),
+        ("voice_assistant", pa.string()),
+        ("voice_user", pa.string()),
+        ("tts", pa.string()),  # JSON: backend provenance per role (name, version, model sha256)
+        ("codes", CODES_TYPE),  # [16][frames] only when the TTS made Mimi codes itself (kyutai)
+        ("codes_codec", pa.string()),
+    ]
+    + _TRAILER,
+    metadata={"ssvd.kind": "speech", "ssvd.schema_version": "1"},
+)
+
+TOKEN_SCHEMA = pa.schema(
+    _CARRIED
+    + [
+        ("kind", pa.string()),  # "speech" | "text"
+        ("num_frames", pa.int32()),  # speech: frames at frame_rate_hz; text: number of text tokens
+        ("frame_rate_hz", pa.float32()),  # 12.5 for speech, 0 for text rows
+        ("duration_s", pa.float64()),
+        ("text_tokens", pa.list_(pa.int32())),  # speech: [num_frames] padded stream; text: plain tokens
+        ("audio_codes", CODES_TYPE),  # speech: [16][num_frames], rows 0-7 assistant, 8-15 user, undelayed
+        ("turn_start_frames", pa.list_(pa.int32())),  # text rows: token offsets of the turns
+        ("turn_roles", pa.list_(pa.string())),
+        ("words", pa.list_(WORD_TYPE)),
+        ("codec", pa.string()),  # "<name>#<weights sha256>"; "" for text rows
+        ("tokenizer", pa.string()),  # "<name>#<model sha256>"
+        ("dropped_text_tokens", pa.int32()),
+        ("provenance", pa.string()),  # JSON: models, prompt version, voices, tts, text stream options
+    ]
+    + _TRAILER,
+    metadata={"ssvd.kind": "tokens", "ssvd.schema_version": "1"},
+)

@@ -1,0 +1,82 @@
+"""Jobs behind `ssvd speech` and `ssvd tokens`: open the input stage, start the workers, run the stage."""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.ray_pool import LocalPool, RayPool, init_ray
+from pipeline.runner import RunOptions, Summary, run_stage
+from pipeline.runstate import RunState
+from pipeline.speech_stage import SpeechStage
+from pipeline.speech_worker import SpeechSpec, SpeechWorker
+from pipeline.stage_input import open_stage_input
+from pipeline.token_stage import TokenStage, check_kind
+from pipeline.token_worker import TokenSpec, TokenWorker
+
+log = logging.getLogger("ssvd")
+
+
+@dataclass
+class PoolArgs:
+    workers: int = 1  # 0: in-process, no Ray
+    ray_address: str | None = None
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0
+    verbose: bool = False
+
+
+def _pool(worker_cls, spec, args: PoolArgs):
+    if args.workers == 0:
+        return LocalPool(worker_cls(spec))
+    init_ray(args.ray_address, verbose=args.verbose)
+    # CPU-bound workers: one call at a time per actor; the driver keeps a few chunks queued per worker.
+    pool = RayPool(spec, args.workers, args.gpus_per_worker, max_concurrency=1, worker_cls=worker_cls,
+                   cpus_per_worker=args.cpus_per_worker)
+    for info in pool.infos:
+        log.info("worker ready: %s", json.dumps(info, default=str))
+    return pool
+
+
+def _run(stage, out: Path, pool, opts: RunOptions) -> Summary:
+    try:
+        summary = run_stage(stage, out, lambda: pool, opts)
+    finally:
+        pool.shutdown()
+    if stage.input.unfinished:
+        log.warning("input shards still in progress upstream were left for a later run: %s", stage.input.unfinished)
+    _record_input_stats(out, stage)
+    return summary
+
+
+def _record_input_stats(out: Path, stage) -> None:
+    """Add what was not taken from the input (rows not "ok", unfinished shards) to the run record."""
+    state = RunState(out, stage.name)
+    rec = state.load() or {}
+    rec["input"] = {
+        "not_ok_rows": int(stage.input_stats.get("input_not_ok", 0)),
+        "unfinished_input_shards": stage.input.unfinished,
+        "input_shards": [i for i, _ in stage.input.shards],
+    }
+    from pipeline.runstate import write_json_atomic
+
+    write_json_atomic(state.path, rec)
+
+
+def speech(input_dir: Path, out: Path, spec: SpeechSpec, *, limit: int | None, pool_args: PoolArgs,
+           opts: RunOptions) -> Summary:
+    inp = open_stage_input(input_dir, ("dialogues",))
+    pool = _pool(SpeechWorker, spec, pool_args)
+    stage = SpeechStage(inp, spec, tts=pool.infos[0]["backends"], limit=limit)
+    return _run(stage, out, pool, opts)
+
+
+def tokens(input_dir: Path, out: Path, spec: TokenSpec, *, limit: int | None, pool_args: PoolArgs,
+           opts: RunOptions) -> Summary:
+    inp = open_stage_input(input_dir, ("speech", "dialogues"))
+    check_kind(spec.kind, inp.stage)  # before starting any worker
+    pool = _pool(TokenWorker, spec, pool_args)
+    info = pool.infos[0]
+    stage = TokenStage(inp, spec, workers_info={"codec": info["codec"], "tokenizer": info["tokenizer"]}, limit=limit)
+    return _run(stage, out, pool, opts)

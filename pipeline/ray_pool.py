@@ -1,0 +1,140 @@
+"""A pool of Ray actors for any stage: submit chunks of work items, collect finished ones.
+
+A worker class has `info()` and `run(items) -> list[dict]` (sync or async). A worker that died
+(or whose engine did) is restarted and its chunk resent.
+"""
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+# Environment the workers need (copied from the driver when set there).
+_FORWARD_ENV = ("VLLM_", "HF_", "HUGGING_FACE_", "SSVD_", "OPENAI_", "OMP_", "CUDA_VISIBLE_DEVICES", "TRANSFORMERS_")
+
+
+def peak_rss_mib() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def init_ray(address: str | None, *, verbose: bool = False) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    env = {k: v for k, v in os.environ.items() if k.startswith(_FORWARD_ENV)}
+    kwargs: dict[str, Any] = dict(
+        address=address or os.environ.get("RAY_ADDRESS") or None,
+        log_to_driver=verbose,
+        runtime_env={"env_vars": env} if env else None,
+        configure_logging=True,
+        logging_level="INFO" if verbose else "WARNING",
+    )
+    if not kwargs["address"]:
+        kwargs["include_dashboard"] = False
+    ray.init(**kwargs)
+
+
+class RayPool:
+    """`workers` actors of `worker_cls(spec)`; submit chunks, collect finished ones, restart dead workers."""
+
+    MAX_RESTARTS = 3
+
+    def __init__(self, spec: Any, workers: int, gpus_per_worker: float = 0.0, max_concurrency: int = 4096,
+                 *, worker_cls: type | None = None, cpus_per_worker: float = 0.0):
+        import ray
+
+        if worker_cls is None:
+            from pipeline.workers import DialogueWorker
+
+            worker_cls = DialogueWorker
+        self._ray = ray
+        self._cls = ray.remote(worker_cls).options(
+            num_cpus=cpus_per_worker, num_gpus=gpus_per_worker, max_concurrency=max_concurrency
+        )
+        self.spec = spec
+        self.size = workers
+        self.actors = [self._cls.remote(spec) for _ in range(workers)]
+        self.infos = ray.get([a.info.remote() for a in self.actors])
+        self._pending: dict[Any, tuple[int, list, Any]] = {}
+        self._load = [0] * workers
+        self.restarts = 0
+
+    def inflight(self) -> int:
+        return sum(len(p[1]) for p in self._pending.values())
+
+    def submit(self, items: list) -> Any:
+        w = min(range(self.size), key=self._load.__getitem__)
+        ref = self.actors[w].run.remote(items)
+        self._pending[ref] = (w, items, self.actors[w])
+        self._load[w] += len(items)
+        return ref
+
+    def wait(self, timeout_s: float) -> list[tuple[Any, list[dict]]]:
+        if not self._pending:
+            time.sleep(min(timeout_s, 0.05))
+            return []
+        ready, _ = self._ray.wait(list(self._pending), num_returns=len(self._pending), timeout=timeout_s)
+        out = []
+        for ref in ready:
+            w, items, actor = self._pending.pop(ref)
+            self._load[w] -= len(items)
+            try:
+                out.append((ref, self._ray.get(ref)))
+            except Exception as e:  # the actor died or its engine did: restart it, resend the chunk
+                if not _is_engine_death(e):
+                    raise
+                if self.actors[w] is actor:  # not yet restarted by another of its failed chunks
+                    self._restart(w, e)
+                self.submit(items)
+        return out
+
+    def _restart(self, w: int, error: Exception) -> None:
+        self.restarts += 1
+        if self.restarts > self.MAX_RESTARTS * self.size:
+            raise RuntimeError(f"workers keep dying ({self.restarts} restarts); last error: {error}") from error
+        try:
+            self._ray.kill(self.actors[w])
+        except Exception:
+            pass
+        self.actors[w] = self._cls.remote(self.spec)
+
+    def shutdown(self) -> None:
+        for a in self.actors:
+            try:
+                self._ray.kill(a)
+            except Exception:
+                pass
+
+
+def _is_engine_death(e: Exception) -> bool:
+    from ray.exceptions import RayActorError
+
+    return isinstance(e, RayActorError) or "EngineDead" in str(e)
+
+
+class LocalPool:
+    """The same interface in-process, without Ray (`--workers 0`): each chunk runs when submitted."""
+
+    def __init__(self, worker: Any):
+        self.worker = worker
+        self.size = 1
+        self._done: list[tuple[Any, list[dict]]] = []
+        self.infos = [worker.info()]
+
+    def inflight(self) -> int:
+        return sum(len(rows) for _, rows in self._done)  # finished but not yet collected
+
+    def submit(self, items: list) -> Any:
+        rows = self.worker.run(items)
+        self._done.append((len(self._done), rows))
+        return len(self._done) - 1
+
+    def wait(self, timeout_s: float) -> list[tuple[Any, list[dict]]]:
+        out, self._done = self._done, []
+        return out
+
+    def shutdown(self) -> None:
+        pass
