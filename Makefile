@@ -30,12 +30,17 @@ endif
 	$(PY) -c "import vllm, ray, cli" 
 	@rm -f $(VENV)/.installed-*; touch $(STAMP)
 
-# The main job on the embedded CPU default: builtin:smollm2 (smoke-test quality: short dialogues,
-# over-long messages trimmed to a sentence) over the shipped fixture captions. A few minutes on 2 cores.
+# The main job on the embedded CPU default, captions -> dialogues -> speech -> tokens:
+# builtin:smollm2 (smoke-test quality: short dialogues, over-long messages trimmed to a sentence)
+# over the shipped fixture captions; piper (assistant) + eSpeak NG (users); a seeded random-weight
+# Mimi (offline stand-in, recorded in every shard). A few minutes on 2 cores.
 demo: install
 	$(VENV)/bin/ssvd dialogues --source pixmo --instruction COMB --input tests/fixtures/captions/pixmo \
 		--out demo-out/pixmo-comb --model builtin:smollm2 --limit 8 --min-pairs 2 --max-pairs 4 --on-length trim
 	$(VENV)/bin/ssvd show demo-out/pixmo-comb --limit 2
+	$(VENV)/bin/ssvd speech --in demo-out/pixmo-comb --out demo-out/pixmo-comb-speech
+	$(VENV)/bin/ssvd tokens --in demo-out/pixmo-comb-speech --out demo-out/pixmo-comb-tokens --codec random
+	$(VENV)/bin/ssvd show demo-out/pixmo-comb-tokens --limit 1
 
 test: install
 	$(PY) -m pytest -q $(PYTEST_ARGS)

@@ -198,11 +198,15 @@ def _dialogue_config(min_pairs, max_pairs, temperature, max_new_tokens, pool, on
     return DialogueConfig(**kw)
 
 
-def _run_options(overwrite, retry_failed, max_inflight, no_progress):
+def _run_options(overwrite, retry_failed, max_inflight, no_progress, chunk_size=8, flush_rows=64):
+    """Tuning from the environment: SSVD_CHUNK_SIZE (items per worker call), SSVD_FLUSH_ROWS (rows per part file)."""
+    import os
+
     from pipeline.runner import RunOptions
 
     return RunOptions(overwrite=overwrite, retry_failed=retry_failed, max_inflight=max_inflight,
-                      progress=not no_progress)
+                      progress=not no_progress, chunk_size=int(os.environ.get("SSVD_CHUNK_SIZE", chunk_size)),
+                      flush_rows=int(os.environ.get("SSVD_FLUSH_ROWS", flush_rows)))
 
 
 StageIn = Annotated[Path, typer.Option("--in", help="Output directory of the previous stage.")]
@@ -251,7 +255,7 @@ def speech(
         backend_opts = (("kyutai", (("device", device),)),) if "kyutai" in voices.backends() else ()
         spec = SpeechSpec(voices, TimelineConfig(tuple(gap_s), overlap_prob, max_overlap_s), backend_opts, split)
         summary = audio_jobs.speech(input, out, spec, limit=limit, pool_args=_pool_args(workers, ray_address, device, verbose),
-                                    opts=_run_options(overwrite, retry_failed, 2, no_progress))
+                                    opts=_run_options(overwrite, retry_failed, 8, no_progress, chunk_size=4, flush_rows=8))
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         _fail(e)
     _finish(summary, out)
@@ -290,7 +294,7 @@ def tokens(
         stream = StreamOptions(bos_id=bos_id, eos_id=eos_id, delay_s=delay_s, keep_and_shift=keep_and_shift)
         spec = TokenSpec(kind=kind, codec=codec, device=device, tokenizer=tokenizer, stream=stream, split=split)
         summary = audio_jobs.tokens(input, out, spec, limit=limit, pool_args=_pool_args(workers, ray_address, device, verbose),
-                                    opts=_run_options(overwrite, retry_failed, 2, no_progress))
+                                    opts=_run_options(overwrite, retry_failed, 8, no_progress, chunk_size=4, flush_rows=8))
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         _fail(e)
     _finish(summary, out)
@@ -319,26 +323,61 @@ def export(
 
 @app.command()
 def show(
-    path: Annotated[Path, typer.Argument(help="A dialogues output directory or shard file.")],
-    id: Annotated[Optional[str], typer.Option("--id", help="Show only this dialogue.")] = None,
-    status: Annotated[Optional[str], typer.Option("--status", help="Only dialogues with this status: ok, rejected, failed.")] = None,
-    limit: Annotated[int, typer.Option("--limit", help="At most this many dialogues (0: all).")] = 5,
+    path: Annotated[Path, typer.Argument(help="A dialogues, speech or tokens output directory (or a dialogue shard file).")],
+    id: Annotated[Optional[str], typer.Option("--id", help="Show only this record.")] = None,
+    status: Annotated[Optional[str], typer.Option("--status", help="Only records with this status: ok, rejected, failed.")] = None,
+    limit: Annotated[int, typer.Option("--limit", help="At most this many records (0: all).")] = 5,
 ) -> None:
-    """Print dialogues as readable transcripts."""
-    from pipeline.transcript import dialogue_files, format_dialogue, iter_dialogues
+    """Print dialogues as readable transcripts; speech rows with turn times; token rows with their text stream."""
+    from pipeline.shards import iter_rows
+    from pipeline.stage_input import StageInputError, open_stage_input
+    from pipeline.transcript import dialogue_files, format_dialogue
 
-    if not dialogue_files(path):
-        _fail(FileNotFoundError(f"{path}: no dialogue shards there"))
+    rows, fmt = None, format_dialogue
+    if path.is_dir():
+        try:
+            inp = open_stage_input(path, ("dialogues", "speech", "tokens"))
+        except StageInputError as e:
+            _fail(e)
+        if inp.stage != "dialogues":
+            rows = (r for _, f in inp.shards for r in iter_rows(f, batch_rows=8))
+            fmt = _speech_or_token_formatter(inp.stage)
+    if rows is None:
+        if not dialogue_files(path):
+            _fail(FileNotFoundError(f"{path}: no dialogue shards there"))
+        rows = (r for f in dialogue_files(path) for r in iter_rows(f))
     shown = 0
-    for r in iter_dialogues(path):
+    for r in rows:
         if (id and r["id"] != id) or (status and r["status"] != status):
             continue
-        typer.echo(format_dialogue(r) + "\n")
+        typer.echo(fmt(r) + "\n")
         shown += 1
         if limit and shown >= limit and not id:
             break
     if id and not shown:
-        _fail(KeyError(f"no dialogue with id {id} in {path}"))
+        _fail(KeyError(f"no record with id {id} in {path}"))
+
+
+def _speech_or_token_formatter(stage: str):
+    from pipeline import sample_view
+
+    if stage == "speech":
+        return sample_view.format_speech
+    from pipeline.text_tokenizer import load_text_tokenizer
+
+    tokenizers: dict = {}
+
+    def fmt(r: dict) -> str:
+        info = json.loads(r.get("provenance") or "{}").get("tokenizer", {})
+        key = info.get("path")
+        if key not in tokenizers:
+            try:
+                tokenizers[key] = load_text_tokenizer(key).decode
+            except Exception:
+                tokenizers[key] = None  # the tokenizer file is not here: show the row without decoding
+        return sample_view.format_tokens(r, tokenizers[key])
+
+    return fmt
 
 
 @prompts_app.command("show")

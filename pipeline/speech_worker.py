@@ -52,28 +52,65 @@ class SpeechWorker:
         return json.dumps({b: be.info() for b, be in self.backends.items()}, sort_keys=True)
 
     def run(self, items: list[RowItem]) -> list[dict]:
+        """Speak every turn of every dialogue of the chunk, one batch per backend where it batches (kyutai)."""
         prov = self.tts_provenance()
-        out = []
-        for it in items:
+        dialogues, voices, failed = {}, {}, {}
+        requests: dict[str, list[tuple[int, int, str, str]]] = {}  # backend -> (item, turn, text, voice)
+        for k, it in enumerate(items):
             try:
-                out.append(self._speak(it, prov))
+                d = dialogues[k] = dialogue_from_row(it.row)
+                voices[k] = {"assistant": self.spec.voices.assistant, "user": self.spec.voices.user_voice(d.seed)}
+                for n, t in enumerate(d.turns):
+                    backend, name = parse_voice(voices[k][t.role])
+                    requests.setdefault(backend, []).append((k, n, t.text, name))
+            except Exception as e:
+                failed[k] = e
+        utterances: dict[tuple[int, int], object] = {}
+        for backend, reqs in requests.items():
+            for (k, n, _, _), u in zip(reqs, self._synthesize(backend, reqs)):
+                if isinstance(u, Exception):
+                    failed.setdefault(k, u)
+                else:
+                    utterances[(k, n)] = u
+        out = []
+        for k, it in enumerate(items):
+            try:
+                if k in failed:
+                    raise failed[k]
+                out.append(self._lay_out(it, dialogues[k], voices[k], utterances, k, prov))
             except Exception as e:  # one bad dialogue never stops the run: recorded as failed
                 out.append(speech_row(it.row, None, self.spec, status="failed", error=f"{type(e).__name__}: {e}"[:2000],
-                                      tts=prov, voice_user=""))
+                                      tts=prov, voice_user=voices.get(k, {}).get("user", "")))
         return out
 
-    def _speak(self, it: RowItem, prov: str) -> dict:
+    def _synthesize(self, backend: str, reqs: list) -> list:
+        """Utterances in request order; a request that fails gives its exception instead."""
+        be = self.backends[backend]
+        if hasattr(be, "synthesize_batch"):
+            try:
+                return be.synthesize_batch([r[2] for r in reqs], [r[3] for r in reqs])
+            except Exception:
+                pass  # find the culprit one request at a time
+        out = []
+        for _, _, text, voice in reqs:
+            try:
+                out.append(be.synthesize(text, voice))
+            except Exception as e:
+                out.append(e)
+        return out
+
+    def _lay_out(self, it: RowItem, d, voices: dict, utterances: dict, k: int, prov: str) -> dict:
         from tts.timeline import layout
 
-        d = dialogue_from_row(it.row)
-        voices = {"assistant": self.spec.voices.assistant, "user": self.spec.voices.user_voice(d.seed)}
-        turns = []
-        for t in d.turns:
-            backend, name = parse_voice(voices[t.role])
-            turns.append((t.role, t.text, self.backends[backend].synthesize(t.text, name)))
+        turns = [(t.role, t.text, utterances[(k, n)]) for n, t in enumerate(d.turns)]
+        silence = None
+        if turns and all(u.codes is not None for _, _, u in turns):
+            silence = self.backends[parse_voice(voices["assistant"])[0]].silence_codes()
         tl = self.spec.timeline
         sample = layout(d.id, turns, seed=d.seed, gap_s=tl.gap_s, overlap_prob=tl.overlap_prob,
-                        max_overlap_s=tl.max_overlap_s, sample_rate_hz=tl.sample_rate_hz)
+                        max_overlap_s=tl.max_overlap_s, sample_rate_hz=tl.sample_rate_hz, silence_codes=silence)
+        for t in sample.turns:
+            t.voice = voices[t.role]  # the full BACKEND:VOICE spec
         return speech_row(it.row, sample, self.spec, tts=prov, voice_user=voices["user"])
 
 

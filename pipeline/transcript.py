@@ -18,11 +18,6 @@ def dialogue_files(path: Path) -> list[Path]:
     return files
 
 
-def iter_dialogues(path: Path) -> Iterator[dict]:
-    for f in dialogue_files(path):
-        yield from iter_rows(f)
-
-
 def format_dialogue(r: dict, width: int = 100) -> str:
     head = (
         f"== {r['id']}  [{r['status']}{': ' + r['reason'] if r.get('reason') else ''}]  "

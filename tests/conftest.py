@@ -33,3 +33,52 @@ def tiny_engine(tiny_mistral, loop):
     engine = loop.run_until_complete(make())
     yield engine
     engine.close()
+
+
+# --- fixture dialogues for the speech and tokens stages (written in the real dialogues shard format) ---
+FIXTURE_TURNS = [
+    [("user", "Hey, what's going on in this picture?"),
+     ("assistant", "A dog is catching a red frisbee in the park."),
+     ("user", "How many people are watching?"),
+     ("assistant", "There are 3 people on the bench, e.g. a man in a hat.")],
+    [("user", "What's written on the sign?"),
+     ("assistant", "It says 50% off, open until 9 p.m. on Main St."),
+     ("user", "Is it sunny?"),
+     ("assistant", "Yes, the sky is clear and bright.")],
+    [("user", "Where is the cat?"),
+     ("assistant", "The cat sits in the window, next to a plant."),
+     ("user", "What color is it?"),
+     ("assistant", "It's mostly black, with white paws.")],
+]
+
+
+def write_dialogue_fixture(out_dir, shards=((0, 1), (2,)), rejected_in_first=True):
+    """Dialogue shards as `ssvd dialogues` writes them: shard k holds FIXTURE_TURNS[i] for i in shards[k]."""
+    from pipeline.runstate import RunState
+    from pipeline.shards import ShardStore
+    from pipeline.types import DIALOGUE_SCHEMA, Dialogue, ImageRef, Turn, dialogue_to_row
+
+    store = ShardStore(out_dir, "dialogues", DIALOGUE_SCHEMA)
+    for k, idxs in enumerate(shards):
+        rows = []
+        for i in idxs:
+            d = Dialogue(id=f"dlg{i:03d}", caption_id=f"cap{i}", source="pixmo", instruction="COMB", seed=1000 + i,
+                         turns=[Turn(role, text, "COMB") for role, text in FIXTURE_TURNS[i]],
+                         model_user="builtin:tiny-mistral", model_assistant="builtin:tiny-mistral",
+                         prompt_version="test", image=ImageRef(url=f"https://example.com/{i}.jpg"), input_shard=k, input_row=i)
+            rows.append(dialogue_to_row(d))
+        if k == 0 and rejected_in_first:
+            d = Dialogue(id="dlg-rejected", caption_id="capx", source="pixmo", instruction="COMB", seed=7,
+                         status="rejected", reason="caption:empty", input_shard=k)
+            rows.append(dialogue_to_row(d))
+        store.write_part(k, rows)
+        store.finalize(k)
+    st = RunState(out_dir, "dialogues")
+    st.begin({"stage": "dialogues", "fixture": True})
+    st.finish({})
+    return out_dir
+
+
+@pytest.fixture(scope="session")
+def dialogue_dir(tmp_path_factory):
+    return write_dialogue_fixture(tmp_path_factory.mktemp("dialogues"))

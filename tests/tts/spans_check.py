@@ -1,0 +1,55 @@
+"""Checks shared by the speech backend tests: span validity, and spans against the sound itself."""
+from __future__ import annotations
+
+import numpy as np
+
+from pipeline.types import Utterance
+
+
+def check_utterance(u: Utterance, text: str) -> None:
+    """One span per written word, in order, valid, inside the audio."""
+    assert u.audio.dtype == np.float32 and u.audio.ndim == 1 and u.audio.size > 0
+    assert float(np.max(np.abs(u.audio))) <= 1.0
+    dur = len(u.audio) / u.sample_rate_hz
+    assert [w.word for w in u.words] == text.split()
+    last = 0.0
+    for w in u.words:
+        assert 0.0 <= w.start_s < w.end_s <= dur + 1e-9, w
+        assert w.start_s >= last - 1e-9, f"starts go back at {w}"
+        assert w.speaker == "assistant"
+        last = w.start_s
+
+
+def rms(x: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))) if x.size else 0.0
+
+
+def inside_outside_rms(u: Utterance, skip: set[int] = frozenset()) -> tuple[float, float]:
+    """RMS of the audio inside the word spans (words in `skip` left out) and outside every span."""
+    sr = u.sample_rate_hz
+    inside = np.zeros(len(u.audio), dtype=bool)
+    covered = np.zeros(len(u.audio), dtype=bool)
+    for i, w in enumerate(u.words):
+        a, b = int(w.start_s * sr), int(w.end_s * sr)
+        covered[a:b] = True
+        if i not in skip:
+            inside[a:b] = True
+    return rms(u.audio[inside]), rms(u.audio[~covered])
+
+
+def speech_regions(u: Utterance, window_s: float = 0.01, rel: float = 0.05, min_gap_s: float = 0.06):
+    """(start_s, end_s) of the stretches where the sound is on: 10 ms windows louder than `rel`
+    of the loudest one, with gaps shorter than `min_gap_s` bridged."""
+    sr = u.sample_rate_hz
+    n = int(window_s * sr)
+    usable = (len(u.audio) // n) * n
+    level = np.sqrt(np.mean(u.audio[:usable].reshape(-1, n).astype(np.float64) ** 2, axis=1))
+    on = np.nonzero(level > rel * level.max())[0]
+    regions: list[list[float]] = []
+    for k in on:
+        t0, t1 = k * window_s, (k + 1) * window_s
+        if regions and t0 - regions[-1][1] < min_gap_s:
+            regions[-1][1] = t1
+        else:
+            regions.append([t0, t1])
+    return [tuple(r) for r in regions]

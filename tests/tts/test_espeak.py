@@ -1,0 +1,137 @@
+"""The eSpeak NG backend on real synthesis: spans measured from eSpeak's own events."""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from tts.backend import create_backend
+from tts.espeak_backend import EspeakBackend
+
+from .spans_check import check_utterance, inside_outside_rms, speech_regions
+
+SENTENCE = (
+    "Dr. Smith paid $5, then walked in the park with the dog — at 3:30pm on the 1st of May, "
+    "e.g. with 1,200 people. Was it fun? Yes!"
+)
+VOICE = "en-us+m3"
+
+
+@pytest.fixture(scope="module")
+def espeak() -> EspeakBackend:
+    return EspeakBackend()
+
+
+def test_sentence_spans(espeak):
+    u = espeak.synthesize(SENTENCE, VOICE)
+    check_utterance(u, SENTENCE)
+    assert u.sample_rate_hz == 22050 and u.voice == VOICE and u.codes is None
+    words = SENTENCE.split()
+    dur = len(u.audio) / u.sample_rate_hz
+    assert 0.15 <= dur / len(words) <= 1.0
+    silent = {words.index("—")}
+    inside, outside = inside_outside_rms(u, skip=silent)
+    assert inside > 5 * outside, (inside, outside)
+    for w in u.words:
+        if w.word != "—":
+            assert w.end_s - w.start_s >= 0.03, w
+    # "1,200" is four spoken words: its span holds all of them.
+    big = u.words[words.index("1,200")]
+    assert big.end_s - big.start_s > 0.6
+
+
+def test_fused_words_are_split_inside_their_event(espeak):
+    text = "I walked in the park with the dog"
+    u = espeak.synthesize(text, VOICE)
+    check_utterance(u, text)
+    _, _, in_, the, park, with_, the2, dog = u.words
+    for a, b in [(in_, the), (the, park), (with_, the2), (the2, dog)]:
+        assert a.end_s <= b.start_s + 1e-6, (a, b)
+    for w in (in_, the, with_, the2):
+        assert w.end_s - w.start_s >= 0.04, w
+
+
+def test_span_lines_up_with_the_sound(espeak):
+    u = espeak.synthesize("Hello, world.", VOICE)
+    lone = espeak.synthesize("Hello", VOICE)
+    hello, world = u.words
+    lone_end = speech_regions(lone)[-1][1]
+    assert abs(hello.end_s - lone_end) < 0.1
+    first, second = speech_regions(u)[:2]  # the comma makes a pause
+    assert abs(hello.end_s - first[1]) < 0.05 and abs(world.start_s - second[0]) < 0.05
+    # Spreading the words evenly over the characters would miss by more than the tolerance.
+    even_end = len(u.audio) / u.sample_rate_hz * len("Hello,") / len("Hello,world.")
+    assert abs(even_end - lone_end) > 0.1
+
+
+def test_voices_differ_and_all_work(espeak):
+    voices = espeak.voices()
+    assert len(voices) >= 12
+    audios = {}
+    for v in voices:
+        u = espeak.synthesize("The cat sat on the mat.", v)
+        check_utterance(u, "The cat sat on the mat.")
+        audios[v] = u.audio
+    a, b = audios["en-us+m3"], audios["en-us+f2"]
+    assert a.shape != b.shape or not np.allclose(a, b)
+    assert len({(x.shape, float(np.sum(np.abs(x)))) for x in audios.values()}) >= len(voices) - 2
+    with pytest.raises(ValueError, match="no voice"):
+        espeak.synthesize("hello", "xx-nonexistent+m3")
+
+
+def close(a, b) -> None:
+    """Same call twice: eSpeak's carried-over jitter moves a few samples, never the words."""
+    assert abs(len(a.audio) - len(b.audio)) <= 0.01 * len(b.audio)
+    assert [w.word for w in a.words] == [w.word for w in b.words]
+    for x, y in zip(a.words, b.words):
+        assert abs(x.start_s - y.start_s) < 0.01 and abs(x.end_s - y.end_s) < 0.01, (x, y)
+
+
+def test_repeatable_and_thread_safe(espeak):
+    texts = [f"Thread number {i} reads {i * 7} words in the park." for i in range(6)]
+    expected = [espeak.synthesize(t, VOICE if i % 2 else "en-gb+f3") for i, t in enumerate(texts)]
+    results: dict[int, object] = {}
+
+    def work(i: int) -> None:
+        results[i] = espeak.synthesize(texts[i], VOICE if i % 2 else "en-gb+f3")
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(texts))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i, e in enumerate(expected):
+        close(results[i], e)
+
+
+def test_coexists_with_pipers_espeak(espeak):
+    pytest.importorskip("piper")
+    from piper.phonemize_espeak import EspeakPhonemizer
+
+    before = espeak.synthesize("in the park", VOICE)
+    assert EspeakPhonemizer().phonemize("en-us", "in the park")
+    after = espeak.synthesize("in the park", VOICE)
+    close(before, after)
+
+
+def test_silent_and_empty_texts(espeak):
+    u = espeak.synthesize("... —", VOICE)
+    check_utterance(u, "... —")
+    u = espeak.synthesize("", VOICE)
+    assert u.words == [] and u.audio.size > 0
+
+
+def test_info_and_registry():
+    backend = create_backend("espeak")
+    info = backend.info()
+    assert info["backend"] == "espeak" and len(info["model_sha256"]) == 64
+    assert info["sample_rate_hz"] == 22050 and info["espeak_ng"]
+
+
+def test_non_ascii_text_positions_map_to_the_right_words(espeak):
+    text = "The café über naïve résumé is in the park"
+    u = espeak.synthesize(text, VOICE)
+    check_utterance(u, text)
+    for w in u.words:
+        assert w.end_s - w.start_s >= 0.05, w  # a shifted position would leave a word 10 ms long

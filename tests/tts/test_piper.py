@@ -1,0 +1,101 @@
+"""The piper backend (joe voice) on real synthesis: spans from the model's own phoneme durations."""
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+
+from tts.backend import create_backend
+from tts.piper_backend import PiperBackend, _proportional_sizes, _split_at_units
+
+from .spans_check import check_utterance, inside_outside_rms, speech_regions
+
+SENTENCE = (
+    "Dr. Smith paid $5, then walked in the park with the dog — at 3:30pm on the 1st of May, "
+    "e.g. with 1,200 people. Was it fun? Yes!"
+)
+
+
+@pytest.fixture(scope="module")
+def piper() -> PiperBackend:
+    return create_backend("piper")
+
+
+def test_sentence_spans(piper):
+    u = piper.synthesize(SENTENCE, "joe")
+    check_utterance(u, SENTENCE)
+    assert u.sample_rate_hz == 22050 and u.voice == "joe" and u.codes is None
+    words = SENTENCE.split()
+    dur = len(u.audio) / u.sample_rate_hz
+    assert 0.15 <= dur / len(words) <= 1.0
+    inside, outside = inside_outside_rms(u, skip={words.index("—")})
+    assert inside > 5 * outside, (inside, outside)
+    for w in u.words:
+        if w.word != "—":
+            assert w.end_s - w.start_s >= 0.03, w
+    big = u.words[words.index("1,200")]
+    assert big.end_s - big.start_s > 0.5  # four spoken words
+
+
+def test_fused_words_get_their_own_phonemes(piper):
+    text = "I walked to the left of the house in the park"
+    words = piper._phonemize(" ".join(text.split()))
+    assert len(words) < len(text.split())  # eSpeak fuses "of the", "in the"
+    aligned = piper._align(words, text.split())
+    assert ["".join(p).replace("ˈ", "") for p in aligned[5:9]] == ["ʌv", "ðə", "hˈaʊs".replace("ˈ", ""), "ɪn"]
+    u = piper.synthesize(text, "joe")
+    check_utterance(u, text)
+    for a, b in zip(u.words, u.words[1:]):
+        assert a.end_s <= b.start_s + 1e-6
+        assert a.end_s - a.start_s >= 0.03, a
+
+
+def test_split_helpers():
+    assert _split_at_units(["w", "ˈ", "ɪ", "ð", "ð", "ə"], [3, 2]) == [["w", "ˈ", "ɪ", "ð"], ["ð", "ə"]]
+    assert _split_at_units(["ɪ", "n", "ˈ", "ð", "ə"], [2, 2]) == [["ɪ", "n"], ["ˈ", "ð", "ə"]]
+    assert _proportional_sizes(5, [3, 1, 1]) == [3, 1, 1]
+    assert _proportional_sizes(3, [2, 2]) in ([2, 1], [1, 2])
+    assert sum(_proportional_sizes(7, [1, 5, 2])) == 7 and min(_proportional_sizes(7, [1, 5, 2])) >= 1
+
+
+def test_span_lines_up_with_the_sound(piper):
+    u = piper.synthesize("Hello, world.", "joe")
+    lone = piper.synthesize("Hello", "joe")
+    hello, world = u.words
+    lone_end = speech_regions(lone)[-1][1]
+    assert abs(hello.end_s - lone_end) < 0.1
+    first, second = speech_regions(u)[:2]  # the comma makes a pause
+    assert abs(hello.end_s - first[1]) < 0.06 and abs(world.start_s - second[0]) < 0.06
+    # Spreading the words evenly over the characters would miss by more than the tolerance.
+    even_end = len(u.audio) / u.sample_rate_hz * len("Hello,") / len("Hello,world.")
+    assert abs(even_end - lone_end) > 0.1
+
+
+def test_voices_and_speed_variants(piper):
+    assert piper.voices() == ["joe", "joe-slow", "joe-fast"]
+    text = "The quick brown fox jumps over the lazy dog."
+
+    def duration(voice: str) -> float:
+        return float(np.mean([len(piper.synthesize(text, voice).audio) for _ in range(3)]))
+
+    assert duration("joe-slow") > duration("joe") * 1.05 > duration("joe-fast") * 1.1
+    with pytest.raises(ValueError, match="joe-slow"):
+        piper.synthesize("hello", "lessac")
+
+
+def test_multi_sentence_and_silent_texts(piper):
+    text = "One. Two? Three! ... Four"
+    u = piper.synthesize(text, "joe")
+    check_utterance(u, text)
+    u = piper.synthesize("... —", "joe-fast")
+    check_utterance(u, "... —")
+    u = piper.synthesize("", "joe")
+    assert u.words == [] and u.audio.size > 0
+
+
+def test_info(piper):
+    info = piper.info()
+    assert info["backend"] == "piper" and info["version"] == "1.8.0"
+    assert info["model"] == "en_US-joe-medium.onnx"
+    assert info["model_sha256"] == hashlib.sha256(piper.model_path.read_bytes()).hexdigest()
