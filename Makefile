@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-$(FLAVOUR)-$(shell cat pyproject.toml Makefile | sha
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench bench-speech clean
 
 install: $(STAMP)
 
@@ -36,7 +36,7 @@ endif
 # Mimi (offline stand-in, recorded in every shard). A few minutes on 2 cores.
 demo: install
 	$(VENV)/bin/ssvd dialogues --source pixmo --instruction COMB --input tests/fixtures/captions/pixmo \
-		--out demo-out/pixmo-comb --model builtin:smollm2 --limit 8 --min-pairs 2 --max-pairs 4 --on-length trim
+		--out demo-out/pixmo-comb --model builtin:smollm2 --limit 6 --min-pairs 2 --max-pairs 3 --on-length trim
 	$(VENV)/bin/ssvd show demo-out/pixmo-comb --limit 2
 	$(VENV)/bin/ssvd speech --in demo-out/pixmo-comb --out demo-out/pixmo-comb-speech
 	$(VENV)/bin/ssvd tokens --in demo-out/pixmo-comb-speech --out demo-out/pixmo-comb-tokens --codec random
@@ -48,6 +48,10 @@ test: install
 # Dialogue throughput: ssvd vs. the engine's ceiling vs. Kyutai's lockstep (last line: JSON).
 bench: install
 	$(PY) bench/dialogue_throughput.py $(BENCH_ARGS)
+
+# Speech + tokens throughput vs. the Mimi-encode-only ceiling on the same audio (last line: JSON).
+bench-speech: install
+	$(PY) bench/speech_throughput.py $(BENCH_ARGS)
 
 clean:
 	rm -rf demo-out .pytest_cache

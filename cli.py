@@ -216,10 +216,14 @@ Split = Annotated[Optional[str], typer.Option("--split", help="Split name writte
 
 
 def _pool_args(workers, ray_address, device, verbose):
+    """CPU workers share this machine's cores (Ray gives each actor that many threads); GPU workers one GPU each."""
+    import os
+
     from pipeline.audio_jobs import PoolArgs
 
     gpu = device.startswith("cuda")
-    return PoolArgs(workers=workers, ray_address=ray_address, cpus_per_worker=0.0 if gpu else 1.0,
+    cpus = 0.0 if gpu else float(max(1, (os.cpu_count() or 1) // max(workers, 1)))
+    return PoolArgs(workers=workers, ray_address=ray_address, cpus_per_worker=cpus,
                     gpus_per_worker=1.0 if gpu and workers else 0.0, verbose=verbose)
 
 

@@ -34,6 +34,9 @@ def init_ray(address: str | None, *, verbose: bool = False) -> None:
     )
     if not kwargs["address"]:
         kwargs["include_dashboard"] = False
+        # Ray starts workers at niceness 15; on a busy CPU machine that halves the speed of CPU-bound
+        # stages (measured: Mimi encode 10.8 s vs 4.4 s in-process). Our workers are the job itself.
+        os.environ.setdefault("RAY_worker_niceness", "0")
     ray.init(**kwargs)
 
 

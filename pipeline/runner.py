@@ -66,6 +66,7 @@ class Summary:
     reasons: Counter = field(default_factory=Counter)
     completion_tokens: int = 0
     prompt_tokens: int = 0
+    audio_s: float = 0.0
     elapsed_s: float = 0.0
 
     def add(self, row: dict) -> None:
@@ -74,6 +75,7 @@ class Summary:
             self.reasons[row.get("reason", "")] += 1
         self.completion_tokens += int(row.get("completion_tokens") or 0)
         self.prompt_tokens += int(row.get("prompt_tokens") or 0)
+        self.audio_s += float(row.get("duration_s") or 0.0)
 
     def to_dict(self) -> dict:
         return {
@@ -87,6 +89,7 @@ class Summary:
             "rejected_by_reason": dict(self.reasons),
             "completion_tokens": self.completion_tokens,
             "prompt_tokens": self.prompt_tokens,
+            "audio_s": round(self.audio_s, 3),
             "elapsed_s": round(self.elapsed_s, 3),
         }
 
@@ -163,8 +166,8 @@ def run_stage(stage: Stage, out_dir: Path, pool_factory, opts: RunOptions) -> Su
                 ok=summary.status["ok"],
                 rej=summary.status["rejected"],
                 fail=summary.status["failed"],
-                tok_s=f"{summary.completion_tokens / el:.0f}",
                 refresh=False,
+                **({"audio_x": f"{summary.audio_s / el:.1f}"} if summary.audio_s else {"tok_s": f"{summary.completion_tokens / el:.0f}"}),
             )
         if sum(len(b) for b in buffers.values()) >= opts.flush_rows or time.monotonic() - last_flush > opts.flush_interval_s:
             flush()
@@ -222,6 +225,7 @@ def run_stage(stage: Stage, out_dir: Path, pool_factory, opts: RunOptions) -> Su
     # The outcome is counted from the files themselves, so it is exact across resumes.
     summary.status, summary.reasons = Counter(), Counter()
     summary.completion_tokens = summary.prompt_tokens = 0
+    summary.audio_s = 0.0
     for i in sorted(done_ids):
         for p in [store.final_path(i)] if store.is_complete(i) else store.part_paths(i):
             _count_existing(p, summary)
@@ -234,7 +238,7 @@ def _has_failed(path: Path) -> bool:
 
 
 def _count_existing(path: Path, summary: Summary) -> None:
-    cols = ["status", "reason", "completion_tokens", "prompt_tokens"]
+    cols = ["status", "reason", "completion_tokens", "prompt_tokens", "duration_s"]
     names = set(pq.read_schema(path).names)
     for r in pq.read_table(path, columns=[c for c in cols if c in names]).to_pylist():
         summary.add(r)

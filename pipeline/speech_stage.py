@@ -7,15 +7,15 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 from pipeline.speech_worker import SpeechSpec
-from pipeline.stage_input import RowItem, StageInput
+from pipeline.stage_input import RowStage, StageInput
 from pipeline.types import SPEECH_SCHEMA
 
 
 @dataclass
-class SpeechStage:
+class SpeechStage(RowStage):
     input: StageInput
     spec: SpeechSpec
     tts: dict  # backend provenance (name, version, model hash), from a probe worker
@@ -24,9 +24,6 @@ class SpeechStage:
     schema: Any = SPEECH_SCHEMA
     row_group_rows: int = 32  # rows hold seconds of FLAC audio: small row groups for streaming readers
     input_stats: Counter = field(default_factory=Counter)
-
-    def total_hint(self) -> int | None:
-        return self.limit
 
     def config(self) -> dict:
         return {
@@ -39,6 +36,3 @@ class SpeechStage:
             "split": self.spec.split,
             "tts": self.tts,
         }
-
-    def entries(self) -> Iterator[tuple[int, RowItem]]:
-        return self.input.ok_items(self.limit, self.input_stats)

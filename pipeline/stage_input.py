@@ -59,9 +59,29 @@ class StageInput:
                 row["input_shard"], row["input_row"] = index, n
                 yield index, RowItem(row["id"], index, n, row)
 
+    def count_ok(self, limit: int | None = None) -> int:
+        """Rows with status "ok" (reads the status column only): the progress bar's total."""
+        n = sum(pq.read_table(p, columns=["status"]).column("status").to_pylist().count("ok") for _, p in self.shards)
+        return n if limit is None else min(n, limit)
+
     def describe(self) -> dict[str, Any]:
         # no shard list: shards finished upstream later are picked up by a rerun with the same config
         return {"dir": str(self.dir.resolve()), "stage": self.stage, "config_hash": self.run_record.get("config_hash")}
+
+
+class RowStage:
+    """What a stage over an earlier stage's rows shares: progress total and entries (needs `input`,
+    `limit`, `input_stats`)."""
+
+    input: StageInput
+    limit: int | None
+    input_stats: Counter
+
+    def total_hint(self) -> int | None:
+        return self.input.count_ok(self.limit)
+
+    def entries(self) -> Iterator[tuple[int, RowItem]]:
+        return self.input.ok_items(self.limit, self.input_stats)
 
 
 def open_stage_input(path: Path, accept: tuple[str, ...]) -> StageInput:

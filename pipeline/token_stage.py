@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
-from pipeline.stage_input import RowItem, StageInput, StageInputError
+from pipeline.stage_input import RowStage, StageInput, StageInputError
 from pipeline.token_worker import TokenSpec
 from pipeline.types import TOKEN_SCHEMA
 
@@ -25,7 +25,7 @@ def check_kind(kind: str, stage: str) -> None:
 
 
 @dataclass
-class TokenStage:
+class TokenStage(RowStage):
     input: StageInput
     spec: TokenSpec
     workers_info: dict  # codec and tokenizer provenance, from a probe worker
@@ -38,9 +38,6 @@ class TokenStage:
     def __post_init__(self) -> None:
         check_kind(self.spec.kind, self.input.stage)
 
-    def total_hint(self) -> int | None:
-        return self.limit
-
     def config(self) -> dict:
         return {
             "stage": self.name,
@@ -50,6 +47,3 @@ class TokenStage:
             "codec": self.workers_info.get("codec"),
             "tokenizer": self.workers_info.get("tokenizer"),
         }
-
-    def entries(self) -> Iterator[tuple[int, RowItem]]:
-        return self.input.ok_items(self.limit, self.input_stats)

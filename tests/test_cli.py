@@ -57,4 +57,20 @@ def test_missing_column_names_file_and_column(tmp_path):
 
 def test_show_reports_missing_shards(tmp_path):
     r = runner.invoke(app, ["show", str(tmp_path)])
-    assert r.exit_code == 2 and "no dialogue shards" in r.output
+    assert r.exit_code == 2 and "holds no dialogues or speech or tokens shards" in r.output
+
+
+def test_speech_tokens_export_help_and_bad_options(tmp_path):
+    out = runner.invoke(app, ["--help"]).output
+    for cmd in ("speech", "tokens", "export"):
+        assert cmd in out
+    s = runner.invoke(app, ["speech", "--help"]).output
+    for opt in ("--in", "--out", "--assistant-voice", "--user-voice", "--gap-s", "--overlap-prob", "--workers"):
+        assert opt in s
+    t = runner.invoke(app, ["tokens", "--help"]).output
+    for opt in ("--kind", "--codec", "--tokenizer", "--delay-s", "--bos-id", "--eos-id", "--keep-and-shift"):
+        assert opt in t
+    r = runner.invoke(app, ["speech", "--in", str(tmp_path), "--out", str(tmp_path / "o"), "--assistant-voice", "joe"])
+    assert r.exit_code == 2 and "BACKEND:VOICE" in r.output
+    r = runner.invoke(app, ["export", "--in", str(tmp_path), "--out", str(tmp_path / "o"), "--format", "wav"])
+    assert r.exit_code == 2 and "moshi-finetune" in r.output
