@@ -1,0 +1,202 @@
+"""Benchmark QA loaders (TallyQA, OCR-VQA, RenderedText, DocVQA) on the committed fixtures."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.benchmarks import (
+    BENCHMARKS,
+    RENDERED_TEXT_QUESTIONS,
+    BenchmarkSchemaError,
+    open_benchmark,
+)
+from pipeline.captions import CaptionSchemaError
+from pipeline.types import (
+    DIALOGUE_SCHEMA,
+    CaptionRejection,
+    Dialogue,
+    ImageRef,
+    dialogue_from_row,
+    dialogue_to_row,
+    stable_hash,
+)
+
+FIX = Path(__file__).resolve().parents[1] / "fixtures" / "benchmarks"
+FILE = "train-00000-of-00001.parquet"
+# (ok dialogues, [(row, reason, field named in the detail)])
+EXPECTED = {
+    "tallyqa": (5, [(4, "qa:empty", "'question'")]),
+    "ocrvqa": (4, [(3, "qa:empty", "'answers'[1]")]),
+    "renderedtext": (5, [(3, "qa:empty", "'text'")]),
+    "docvqa": (5, [(3, "qa:empty", "'answers'")]),
+}
+
+
+def load(name: str, input=None):
+    src = open_benchmark(name, str(input or FIX / name))
+    return src, [r for s in src.shards for r in src.iter_shard(s.index)]
+
+
+def oks(rows):
+    return [r for r in rows if isinstance(r, Dialogue)]
+
+
+def pairs(d: Dialogue):
+    assert [t.role for t in d.turns] == ["user", "assistant"] * (len(d.turns) // 2)
+    assert all(t.instruction == "QA" for t in d.turns)
+    return [(d.turns[i].text, d.turns[i + 1].text) for i in range(0, len(d.turns), 2)]
+
+
+@pytest.mark.parametrize("name", BENCHMARKS)
+def test_fixture_loads_with_rejections(name):
+    src, rows = load(name)
+    n_ok, bad = EXPECTED[name]
+    assert len(src.shards) == 1 and src.describe() == {
+        "benchmark": name, "input": str(FIX / name), "kind": "local", "instruction": "QA",
+        "shards": [str(FIX / name / FILE)]}
+    assert len(oks(rows)) == n_ok
+    rej = [r for r in rows if isinstance(r, CaptionRejection)]
+    assert [(r.row, r.reason) for r in rej] == [(row, reason) for row, reason, _ in bad]
+    for r, (row, _, field) in zip(rej, bad):
+        assert r.source == name
+        assert FILE in r.detail and f"row {row + 1}" in r.detail and field in r.detail
+    for i, r in enumerate(rows):
+        if isinstance(r, Dialogue):
+            assert (r.status, r.source, r.instruction, r.seed, r.replica) == ("ok", name, "QA", 0, 0)
+            assert r.input_shard == 0 and r.input_row == i
+            assert r.id == stable_hash("benchmark", name, r.caption_id)
+            assert r.num_pairs >= 1 and all(t.text.strip() for t in r.turns)
+
+
+def test_tallyqa_turns_and_image_path():
+    _, rows = load("tallyqa")
+    d = oks(rows)[0]
+    assert d.caption_id == "393267"
+    assert pairs(d) == [("How many giraffes are there?", "2")]
+    assert d.image == ImageRef(path="train2014/COCO_train2014_000000393267.jpg")
+    assert [pairs(x)[0][1] for x in oks(rows)] == ["2", "1", "0", "3", "6"]  # digits, zero kept
+
+
+def test_ocrvqa_all_pairs_in_order_and_image_sha():
+    _, rows = load("ocrvqa")
+    d = oks(rows)[0]
+    assert d.caption_id == "1476758957" and d.num_pairs == 5
+    assert pairs(d) == [
+        ("Who wrote this book?", "Ana Ruiz"),
+        ("What is the title of this book?", "The Hidden Garden"),
+        ("What is the genre of this book?", "Children's Books"),
+        ("Is this a kids book?", "Yes"),
+        ("Is this a pharmaceutical book?", "No"),
+    ]
+    raw = pq.read_table(FIX / "ocrvqa" / FILE).column("image")[0].as_py()
+    assert d.image == ImageRef(url="http://ecx.images-amazon.com/images/I/1476758957.jpg",
+                               path="1476758957.jpg", sha256=hashlib.sha256(raw["bytes"]).hexdigest())
+
+
+def test_renderedtext_question_is_seeded_choice():
+    _, rows = load("renderedtext")
+    ds = oks(rows)
+    assert [pairs(d)[0][1] for d in ds][:3] == [
+        "Meet me at the old bridge at 7", "Grocery list: milk, eggs, bread", "Happy birthday, Grandma!"]
+    for d in ds:
+        assert pairs(d)[0][0] in RENDERED_TEXT_QUESTIONS
+        assert d.image.sha256 and d.image.path == f"{d.caption_id}.jpg"
+    _, again = load("renderedtext")
+    assert [pairs(d)[0][0] for d in oks(again)] == [pairs(d)[0][0] for d in ds]
+
+
+def test_renderedtext_flat_text_column(tmp_path):
+    t = pa.table({"image": pa.array([{"bytes": b"x", "path": "a.png"}],
+                                    pa.struct([("bytes", pa.binary()), ("path", pa.string())])),
+                  "text": ["Hello there"]})
+    pq.write_table(t, tmp_path / "rt.parquet")
+    _, rows = load("renderedtext", tmp_path / "rt.parquet")
+    (d,) = rows
+    assert pairs(d)[0][1] == "Hello there" and pairs(d)[0][0] in RENDERED_TEXT_QUESTIONS
+
+
+def test_docvqa_first_answer():
+    _, rows = load("docvqa")
+    d = oks(rows)[1]
+    assert d.caption_id == "24580"
+    assert pairs(d) == [("What is name of university?", "University of California")]
+    assert d.image.sha256 and d.image.path == "nkbl0226_1.jpg" and d.image.url is None
+
+
+@pytest.mark.parametrize("name", BENCHMARKS)
+def test_ids_deterministic(name, tmp_path):
+    _, a = load(name)
+    _, b = load(name)
+    assert [r.id for r in a] == [r.id for r in b]
+    assert len({r.id for r in oks(a)}) == len(oks(a))
+    # the dialogue id depends on the row key only: a renamed copy of the file gives the same ids
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "other-name.parquet").write_bytes((FIX / name / FILE).read_bytes())
+    _, c = load(name, tmp_path)
+    assert [r.id for r in oks(c)] == [r.id for r in oks(a)]
+
+
+def test_tallyqa_jsonl_same_ids_as_parquet(tmp_path):
+    _, a = load("tallyqa")
+    with open(tmp_path / "x.jsonl", "w") as f:
+        for rec in pq.read_table(FIX / "tallyqa" / FILE).to_pylist():
+            f.write(json.dumps(rec) + "\n")
+    _, c = load("tallyqa", tmp_path / "x.jsonl")
+    assert [r.id for r in oks(c)] == [r.id for r in oks(a)]
+    assert [pairs(d) for d in oks(c)] == [pairs(d) for d in oks(a)]
+
+
+@pytest.mark.parametrize("name", BENCHMARKS)
+def test_rows_validate_against_dialogue_schema(name):
+    _, rows = load(name)
+    out = [dialogue_to_row(d) for d in oks(rows)]
+    table = pa.Table.from_pylist(out, schema=DIALOGUE_SCHEMA)
+    assert table.num_rows == len(out)
+    back = [dialogue_from_row(r) for r in table.to_pylist()]
+    assert [pairs(d) for d in back] == [pairs(d) for d in oks(rows)]
+
+
+@pytest.mark.parametrize("name,drop", [("tallyqa", "answer"), ("ocrvqa", "questions"),
+                                       ("renderedtext", "json"), ("docvqa", "questionId")])
+def test_missing_column_clear_error(name, drop, tmp_path):
+    table = pq.read_table(FIX / name / FILE)
+    bad = tmp_path / "bad.parquet"
+    pq.write_table(table.drop_columns([drop]), bad)
+    with pytest.raises(BenchmarkSchemaError) as e:
+        open_benchmark(name, str(bad))
+    msg = str(e.value)
+    assert str(bad) in msg and repr(drop) in msg and "Columns found" in msg and "Fix:" in msg
+    assert isinstance(e.value, CaptionSchemaError)
+
+
+def test_wrong_benchmark_hints_the_right_one():
+    with pytest.raises(BenchmarkSchemaError, match="did you mean that one"):
+        open_benchmark("tallyqa", str(FIX / "docvqa"))
+
+
+def test_bad_inputs(tmp_path):
+    with pytest.raises(ValueError, match="unknown benchmark"):
+        open_benchmark("vqav2", str(FIX / "tallyqa"))
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        open_benchmark("tallyqa", str(tmp_path / "nope.parquet"))
+    with pytest.raises(FileNotFoundError, match="no benchmark files"):
+        open_benchmark("tallyqa", str(tmp_path))
+    src, _ = load("tallyqa")
+    with pytest.raises(IndexError):
+        src.iter_shard(1)
+
+
+def test_jsonl_bad_line_is_a_rejection(tmp_path):
+    p = tmp_path / "d.jsonl"
+    p.write_text(json.dumps({"questionId": "1", "question": "Q?", "answers": ["A"], "image": "a.png"})
+                 + "\n{not json\n"
+                 + json.dumps({"questionId": "2", "question": "", "answers": ["A"], "image": "b.png"}) + "\n")
+    _, rows = load("docvqa", p)
+    assert isinstance(rows[0], Dialogue) and rows[0].image == ImageRef(path="a.png")
+    assert [(r.reason, "line" in r.detail) for r in rows[1:]] == [("row:malformed_json", True),
+                                                                   ("qa:empty", True)]
