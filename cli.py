@@ -333,6 +333,7 @@ def show(
     limit: Annotated[int, typer.Option("--limit", help="At most this many records (0: all).")] = 5,
 ) -> None:
     """Print dialogues as readable transcripts; speech rows with turn times; token rows with their text stream."""
+    from pipeline import sample_view
     from pipeline.shards import iter_rows
     from pipeline.stage_input import StageInputError, open_stage_input
     from pipeline.transcript import dialogue_files, format_dialogue
@@ -345,7 +346,7 @@ def show(
             _fail(e)
         if inp.stage != "dialogues":
             rows = (r for _, f in inp.shards for r in iter_rows(f, batch_rows=8))
-            fmt = _speech_or_token_formatter(inp.stage)
+            fmt = sample_view.formatter(inp.stage)
     if rows is None:
         if not dialogue_files(path):
             _fail(FileNotFoundError(f"{path}: no dialogue shards there"))
@@ -360,28 +361,6 @@ def show(
             break
     if id and not shown:
         _fail(KeyError(f"no record with id {id} in {path}"))
-
-
-def _speech_or_token_formatter(stage: str):
-    from pipeline import sample_view
-
-    if stage == "speech":
-        return sample_view.format_speech
-    from pipeline.text_tokenizer import load_text_tokenizer
-
-    tokenizers: dict = {}
-
-    def fmt(r: dict) -> str:
-        info = json.loads(r.get("provenance") or "{}").get("tokenizer", {})
-        key = info.get("path")
-        if key not in tokenizers:
-            try:
-                tokenizers[key] = load_text_tokenizer(key).decode
-            except Exception:
-                tokenizers[key] = None  # the tokenizer file is not here: show the row without decoding
-        return sample_view.format_tokens(r, tokenizers[key])
-
-    return fmt
 
 
 @prompts_app.command("show")

@@ -49,6 +49,7 @@ from pipeline.captions import (
     _file_columns,
     _jsonl_records,
     _looks_like_path,
+    _scan,
 )
 from pipeline.types import CaptionRejection, Dialogue, ImageRef, Turn, stable_hash, stable_int
 
@@ -130,12 +131,6 @@ def _iter_local(path: Path, name: str) -> Iterator[Row]:
     else:
         for lineno, rec, err in _jsonl_records(path):
             yield f"{path} line {lineno}", rec, err
-
-
-def _scan(p: Path) -> list[Path]:
-    files = [f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in SUFFIXES
-             and not any(part.startswith(".") for part in f.relative_to(p).parts)]
-    return sorted(files, key=lambda f: f.as_posix())
 
 
 # ---------------------------------------------------------------- field helpers
@@ -383,7 +378,7 @@ def open_benchmark(name: str, input: str) -> BenchmarkSource:
                              f"use one of {', '.join(SUFFIXES)}")
         files = [p]
     elif p.is_dir():
-        files = _scan(p)
+        files = _scan(p, SUFFIXES)
         if not files:
             raise FileNotFoundError(f"{input}: directory has no benchmark files "
                                     f"({', '.join('*' + s for s in SUFFIXES)}, searched recursively)")

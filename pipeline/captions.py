@@ -169,9 +169,9 @@ def _iter_local(path: Path, source: str) -> Iterator[Row]:
             yield f"{path} line {lineno}", rec, err
 
 
-def _scan(p: Path) -> list[Path]:
-    """Caption files under p, recursively, sorted by path; hidden files and folders skipped."""
-    files = [f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in SUFFIXES
+def _scan(p: Path, suffixes: tuple[str, ...] = SUFFIXES) -> list[Path]:
+    """Input files under p, recursively, sorted by path; hidden files and folders skipped."""
+    files = [f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in suffixes
              and not any(part.startswith(".") for part in f.relative_to(p).parts)]
     return sorted(files, key=lambda f: f.as_posix())
 

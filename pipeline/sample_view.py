@@ -51,3 +51,23 @@ def format_tokens(r: dict, decode=None) -> str:
     elif decode is not None:
         lines.append(f"   text: {decode(r['text_tokens'][:200])[:600]}")
     return "\n".join(lines)
+
+
+def formatter(stage: str):
+    """The row formatter of a speech or tokens directory; token rows decoded with their own tokenizer."""
+    if stage == "speech":
+        return format_speech
+    from pipeline.text_tokenizer import load_text_tokenizer
+
+    tokenizers: dict = {}
+
+    def fmt(r: dict) -> str:
+        key = json.loads(r.get("provenance") or "{}").get("tokenizer", {}).get("path")
+        if key not in tokenizers:
+            try:
+                tokenizers[key] = load_text_tokenizer(key).decode
+            except Exception:
+                tokenizers[key] = None  # the tokenizer file is not here: show the row without decoding
+        return format_tokens(r, tokenizers[key])
+
+    return fmt
