@@ -14,6 +14,11 @@ BENCH_ARGS ?=
 install: $(STAMP)
 
 $(STAMP): pyproject.toml Makefile
+	# headless Chromium + its driver for the preview-page test (tests/pipeline/corpus/test_preview_browser.py)
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		{ command -v apt-get >/dev/null && { [ "$$(id -u)" = 0 ] && APT=apt-get || APT="sudo apt-get"; \
+		  $$APT install -y -q chromium chromium-driver >/dev/null || { $$APT update -q >/dev/null && $$APT install -y -q chromium chromium-driver >/dev/null; }; } \
+		  || echo "warning: no chromium/chromedriver; the browser test of the preview page will be skipped"; }
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip wheel setuptools
 ifeq ($(FLAVOUR),cpu)
@@ -30,17 +35,19 @@ endif
 	$(PY) -c "import vllm, ray, cli" 
 	@rm -f $(VENV)/.installed-*; touch $(STAMP)
 
-# The main job on the embedded CPU default, captions -> dialogues -> speech -> tokens:
-# builtin:smollm2 (smoke-test quality: short dialogues, over-long messages trimmed to a sentence)
-# over the shipped fixture captions; piper (assistant) + eSpeak NG (users); a seeded random-weight
-# Mimi (offline stand-in, recorded in every shard). A few minutes on 2 cores.
+# The main job on the embedded CPU default: manifests/quickstart.yaml, the whole corpus shape of
+# Table 7 (11 splits + the generic set) in miniature: builtin:smollm2 dialogues (smoke-test quality),
+# piper (assistant) + eSpeak NG (users), a seeded random-weight Mimi, over the shipped fixtures.
+# Then the corpus tools: status, verify, a token row, the preview page and the quality report.
+DEMO ?= demo-out/quickstart
 demo: install
-	$(VENV)/bin/ssvd dialogues --source pixmo --instruction COMB --input tests/fixtures/captions/pixmo \
-		--out demo-out/pixmo-comb --model builtin:smollm2 --limit 6 --min-pairs 2 --max-pairs 3 --on-length trim
-	$(VENV)/bin/ssvd show demo-out/pixmo-comb --limit 2
-	$(VENV)/bin/ssvd speech --in demo-out/pixmo-comb --out demo-out/pixmo-comb-speech
-	$(VENV)/bin/ssvd tokens --in demo-out/pixmo-comb-speech --out demo-out/pixmo-comb-tokens --codec random
-	$(VENV)/bin/ssvd show demo-out/pixmo-comb-tokens --limit 1
+	$(VENV)/bin/ssvd run manifests/quickstart.yaml --out $(DEMO)
+	$(VENV)/bin/ssvd status $(DEMO)
+	$(VENV)/bin/ssvd verify $(DEMO)
+	$(VENV)/bin/ssvd show $(DEMO)/pixmo-comb/tokens --limit 1
+	$(VENV)/bin/ssvd preview $(DEMO) --out $(DEMO)/preview.html
+	$(VENV)/bin/ssvd report $(DEMO)
+	@echo "corpus: $(DEMO) (manifest.json, README.md), preview: $(DEMO)/preview.html, report: $(DEMO)/report/index.html"
 
 test: install
 	$(PY) -m pytest -q $(PYTEST_ARGS)

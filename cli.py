@@ -216,15 +216,9 @@ Split = Annotated[Optional[str], typer.Option("--split", help="Split name writte
 
 
 def _pool_args(workers, ray_address, device, verbose):
-    """CPU workers share this machine's cores (Ray gives each actor that many threads); GPU workers one GPU each."""
-    import os
+    from pipeline.audio_jobs import pool_args
 
-    from pipeline.audio_jobs import PoolArgs
-
-    gpu = device.startswith("cuda")
-    cpus = 0.0 if gpu else float(max(1, (os.cpu_count() or 1) // max(workers, 1)))
-    return PoolArgs(workers=workers, ray_address=ray_address, cpus_per_worker=cpus,
-                    gpus_per_worker=1.0 if gpu and workers else 0.0, verbose=verbose)
+    return pool_args(workers, ray_address, device, verbose)
 
 
 @app.command()
@@ -361,6 +355,109 @@ def show(
             break
     if id and not shown:
         _fail(KeyError(f"no record with id {id} in {path}"))
+
+
+CorpusDir = Annotated[Path, typer.Argument(help="A corpus directory made by `ssvd run`.")]
+
+
+@app.command()
+def run(
+    manifest: Annotated[Path, typer.Argument(help="Corpus manifest YAML (manifests/moshivis.yaml is Table 7; manifests/quickstart.yaml runs on CPU).")],
+    out: Annotated[Path, typer.Option("--out", help="Corpus directory: one folder per split, manifest.json, README.md.")],
+    only: Annotated[Optional[list[str]], typer.Option("--only", help="Run only this split (repeat for several; 'generic' for the generic set).")] = None,
+    limit: Annotated[Optional[int], typer.Option("--limit", min=0, help="At most N captions (benchmark rows, generic dialogues) per split; part of the corpus config.")] = None,
+    workers: Annotated[int, typer.Option("--workers", min=0, help="Ray workers per stage (one engine each for dialogues); 0 runs speech/tokens in-process.")] = 1,
+    ray_address: RayAddress = None,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda (engines, TTS, codec).")] = "auto",
+    no_progress: NoProgress = False,
+    verbose: Verbose = False,
+) -> None:
+    """Build every split of a manifest (dialogues -> speech -> tokens, or text rows), resumable, with manifest.json provenance."""
+    from pipeline.corpus.run import CorpusBusy, CorpusMismatch, RunArgs, run_corpus
+    from pipeline.manifest import ManifestError
+
+    _setup(verbose)
+    try:
+        result = run_corpus(manifest, out, RunArgs(only=only, limit=limit, workers=workers, ray_address=ray_address,
+                                                   device=device, progress=not no_progress, verbose=verbose))
+    except (ManifestError, CorpusMismatch, CorpusBusy, ValueError, FileNotFoundError) as e:
+        _fail(e)
+    for s in result.steps:
+        d = s.get("summary") or {}
+        st = d.get("status", {})
+        line = f"{s['split']:<20} {s['stage']:<10} {s['outcome']:<8}"
+        if s["outcome"] == "done":
+            line += f" ok={st.get('ok', 0)} rejected={st.get('rejected', 0)} failed={st.get('failed', 0)}"
+        else:
+            line += f" {s.get('error', '')}"
+        typer.echo(line, err=True)
+    typer.echo(json.dumps({"out": str(out), "ok": result.ok, "manifest": str(out / "manifest.json"),
+                           "steps": len(result.steps)}))
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+def status(
+    corpus: CorpusDir,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the status as JSON.")] = False,
+) -> None:
+    """Per split and stage: done, running, interrupted or pending; rows ok/rejected/failed; left."""
+    from pipeline.corpus.status import corpus_status, format_status
+
+    try:
+        st = corpus_status(corpus)
+    except (ValueError, FileNotFoundError) as e:
+        _fail(e)
+    typer.echo(json.dumps(st, indent=2) if as_json else format_status(st))
+
+
+@app.command()
+def verify(corpus: CorpusDir) -> None:
+    """Recompute every shard's sha256 and row count and check its schema against manifest.json; exit 1 naming every bad shard."""
+    from pipeline.corpus.verify import verify_corpus
+
+    try:
+        problems, checked = verify_corpus(corpus)
+    except (ValueError, FileNotFoundError) as e:
+        _fail(e)
+    for p in problems:
+        typer.secho(f"BAD {p}", fg="red", err=True)
+    typer.echo(json.dumps({"shards_checked": checked, "bad": len(problems), "ok": not problems}))
+    if problems:
+        raise typer.Exit(1)
+
+
+@app.command()
+def preview(
+    corpus: CorpusDir,
+    out: Annotated[Path, typer.Option("--out", help="The HTML page to write (self-contained: audio and images embedded).")],
+    per_split: Annotated[int, typer.Option("--per-split", min=1, help="Samples per split.")] = 2,
+    only: Annotated[Optional[list[str]], typer.Option("--only", help="Only this split (repeatable).")] = None,
+) -> None:
+    """One static page: per split the image, transcript with per-word timing following the audio, voices, text rows."""
+    from pipeline.corpus.preview import write_preview
+
+    try:
+        info = write_preview(corpus, out, per_split=per_split, splits=only)
+    except (ValueError, FileNotFoundError) as e:
+        _fail(e)
+    typer.echo(json.dumps(info, default=str))
+
+
+@app.command()
+def report(
+    corpus: CorpusDir,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Report folder (default: CORPUS/report).")] = None,
+) -> None:
+    """Quality report (index.html + PNG plots): pairs, lengths, durations, rejections, instruction mix, voices, token shares vs weights."""
+    from pipeline.corpus.report import write_report
+
+    try:
+        info = write_report(corpus, out)
+    except (ValueError, FileNotFoundError) as e:
+        _fail(e)
+    typer.echo(json.dumps(info["paths"], default=str))
 
 
 @prompts_app.command("show")

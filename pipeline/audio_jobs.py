@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from pipeline.ray_pool import LocalPool, RayPool, init_ray
+from pipeline.ray_pool import KeptPool, LocalPool, RayPool, init_ray
 from pipeline.runner import RunOptions, Summary, run_stage
 from pipeline.runstate import RunState
 from pipeline.speech_stage import SpeechStage
@@ -27,6 +27,16 @@ class PoolArgs:
     verbose: bool = False
 
 
+def pool_args(workers: int, ray_address: str | None, device: str, verbose: bool) -> PoolArgs:
+    """CPU workers share this machine's cores (Ray gives each actor that many threads); GPU workers one GPU each."""
+    import os
+
+    gpu = device.startswith("cuda")
+    cpus = 0.0 if gpu else float(max(1, (os.cpu_count() or 1) // max(workers, 1)))
+    return PoolArgs(workers=workers, ray_address=ray_address, cpus_per_worker=cpus,
+                    gpus_per_worker=1.0 if gpu and workers else 0.0, verbose=verbose)
+
+
 def _pool(worker_cls, spec, args: PoolArgs):
     if args.workers == 0:
         return LocalPool(worker_cls(spec))
@@ -39,11 +49,12 @@ def _pool(worker_cls, spec, args: PoolArgs):
     return pool
 
 
-def _run(stage, out: Path, pool, opts: RunOptions) -> Summary:
+def _run(stage, out: Path, pool, opts: RunOptions, kept: bool) -> Summary:
     try:
         summary = run_stage(stage, out, lambda: pool, opts)
     finally:
-        pool.shutdown()
+        if not kept:
+            pool.shutdown()
     if stage.input.unfinished:
         log.warning("input shards still in progress upstream were left for a later run: %s", stage.input.unfinished)
     _record_input_stats(out, stage)
@@ -64,19 +75,28 @@ def _record_input_stats(out: Path, stage) -> None:
     write_json_atomic(state.path, rec)
 
 
+def _get_pool(worker_cls, spec, args: PoolArgs, kept: KeptPool | None):
+    if kept is None:
+        return _pool(worker_cls, spec, args)
+    # the split is written into each row by the stage, so one pool serves every split
+    key = (worker_cls.__name__, replace(spec, split=None), args)
+    return kept.get(key, lambda: _pool(worker_cls, key[1], args))
+
+
 def speech(input_dir: Path, out: Path, spec: SpeechSpec, *, limit: int | None, pool_args: PoolArgs,
-           opts: RunOptions) -> Summary:
+           opts: RunOptions, kept: KeptPool | None = None) -> Summary:
+    """`kept`: reuse (and keep) its pool across calls instead of starting and stopping one."""
     inp = open_stage_input(input_dir, ("dialogues",))
-    pool = _pool(SpeechWorker, spec, pool_args)
+    pool = _get_pool(SpeechWorker, spec, pool_args, kept)
     stage = SpeechStage(inp, spec, tts=pool.infos[0]["backends"], limit=limit)
-    return _run(stage, out, pool, opts)
+    return _run(stage, out, pool, opts, kept is not None)
 
 
 def tokens(input_dir: Path, out: Path, spec: TokenSpec, *, limit: int | None, pool_args: PoolArgs,
-           opts: RunOptions) -> Summary:
+           opts: RunOptions, kept: KeptPool | None = None) -> Summary:
     inp = open_stage_input(input_dir, ("speech", "dialogues"))
     check_kind(spec.kind, inp.stage)  # before starting any worker
-    pool = _pool(TokenWorker, spec, pool_args)
+    pool = _get_pool(TokenWorker, spec, pool_args, kept)
     info = pool.infos[0]
     stage = TokenStage(inp, spec, workers_info={"codec": info["codec"], "tokenizer": info["tokenizer"]}, limit=limit)
-    return _run(stage, out, pool, opts)
+    return _run(stage, out, pool, opts, kept is not None)

@@ -12,6 +12,7 @@ from pipeline.dialogue_stage import DialogueStage
 from pipeline.dialogues import DialogueConfig
 from pipeline.engines import EngineOptions
 from pipeline.models import ResolvedModel, resolve_model
+from pipeline.ray_pool import KeptPool
 from pipeline.runner import RunOptions, Summary, run_stage
 
 log = logging.getLogger("ssvd")
@@ -63,8 +64,10 @@ def _pool_factory(args: EngineArgs, user: ResolvedModel, assistant: ResolvedMode
 
 
 def run_dialogue_job(
-    stage_kwargs: dict, args: EngineArgs, dcfg: DialogueConfig, out: Path, opts: RunOptions
+    stage_kwargs: dict, args: EngineArgs, dcfg: DialogueConfig, out: Path, opts: RunOptions,
+    kept: KeptPool | None = None,
 ) -> tuple[Summary, DialogueStage]:
+    """`kept`: reuse (and keep) its pool when the models and dialogue settings are the same."""
     user, assistant = _resolve(args)
     models = {"user": _provenance(user), "assistant": _provenance(assistant), "engine": args.engine.kind}
     stage = DialogueStage(dialogue=dcfg, models=models, **stage_kwargs)
@@ -72,6 +75,8 @@ def run_dialogue_job(
     make = _pool_factory(args, user, assistant, dcfg)
 
     def factory():
+        if kept is not None:
+            return kept.get(("dialogues", args, user, assistant, dcfg), make)
         holder["pool"] = make()
         return holder["pool"]
 
@@ -84,17 +89,18 @@ def run_dialogue_job(
 
 
 def dialogues(source: str, instruction: str, input: str, out: Path, *, limit: int | None, replicas: int,
-              seed: int, args: EngineArgs, dcfg: DialogueConfig, opts: RunOptions) -> Summary:
+              seed: int, args: EngineArgs, dcfg: DialogueConfig, opts: RunOptions,
+              kept: KeptPool | None = None) -> Summary:
     src = open_source(source, input)
     stage_kwargs = dict(source=src, instruction=instruction, run_seed=seed, replicas=replicas, limit=limit)
-    return run_dialogue_job(stage_kwargs, args, dcfg, out, opts)[0]
+    return run_dialogue_job(stage_kwargs, args, dcfg, out, opts, kept)[0]
 
 
 def generic(out: Path, *, count: int, topics: list[str] | None, seed: int, args: EngineArgs,
-            dcfg: DialogueConfig, opts: RunOptions) -> Summary:
+            dcfg: DialogueConfig, opts: RunOptions, kept: KeptPool | None = None) -> Summary:
     stage_kwargs = dict(source=None, instruction="GENERIC", run_seed=seed, replicas=1, limit=None,
                         topics=topics, count=count)
-    return run_dialogue_job(stage_kwargs, args, dcfg, out, opts)[0]
+    return run_dialogue_job(stage_kwargs, args, dcfg, out, opts, kept)[0]
 
 
 def default_env() -> None:

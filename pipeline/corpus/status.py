@@ -1,0 +1,100 @@
+"""`ssvd status DIR`: per split and stage, what is done, running, interrupted, failed and left.
+
+Counted from the shard files themselves (finished shards and the part files of shards in
+progress), so it is exact while a run is writing and after one died.
+"""
+from __future__ import annotations
+
+import json
+import socket
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from pipeline.corpus.layout import LOCK, load_provenance
+
+
+def _lock(root: Path) -> dict | None:
+    p = root / LOCK
+    if not p.is_file():
+        return None
+    from pipeline.corpus.run import _alive
+
+    info = json.loads(p.read_text() or "{}")
+    alive = info.get("host") == socket.gethostname() and _alive(int(info.get("pid", -1)))
+    return info if alive else None
+
+
+def _count(d: Path, stage: str) -> tuple[Counter, int, int]:
+    """Row statuses of a stage directory, finished shards and shards in progress."""
+    c: Counter = Counter()
+    files = sorted(d.glob(f"{stage}-*.parquet")) if d.is_dir() else []
+    parts_dirs = sorted((d / ".parts").glob(f"{stage}-*")) if (d / ".parts").is_dir() else []
+    for f in files + [p for pd in parts_dirs for p in sorted(pd.glob("part-*.parquet"))]:
+        c.update(pq.read_table(f, columns=["status"]).column("status").to_pylist())
+    done = {f.stem for f in files}
+    return c, len(files), sum(1 for pd in parts_dirs if pd.name not in done)
+
+
+def _expected_first(config: dict, split: dict) -> int | None:
+    m = config.get("manifest", {})
+    if split["role"] == "generic":
+        g = m.get("generic") or {}
+        lim = config.get("limit")
+        return g.get("count") if lim is None else min(g.get("count", lim), lim)
+    s = (m.get("splits") or {}).get(split["name"], {})
+    limit = s.get("limit", (m.get("defaults") or {}).get("limit"))
+    if config.get("limit") is not None:
+        limit = config["limit"] if limit is None else min(limit, config["limit"])
+    if limit is None:
+        return None
+    replicas = 1 if "benchmark" in s else int(s.get("replicas", (m.get("defaults") or {}).get("replicas", 1)))
+    return limit * replicas
+
+
+def corpus_status(root: Path) -> dict[str, Any]:
+    root = Path(root)
+    prov = load_provenance(root)
+    lock = _lock(root)
+    out = {"name": prov["name"], "config_hash": prov["config_hash"], "running": lock, "splits": []}
+    for split in prov["splits"]:
+        expected = _expected_first(prov["config"], split)
+        rows = []
+        for st in split["stages"]:
+            d = root / st["dir"]
+            rec_p = d / f"_{st['stage']}.run.json"
+            rec = json.loads(rec_p.read_text()) if rec_p.is_file() else None
+            c, shards, in_progress = _count(d, st["stage"])
+            state = "pending" if rec is None else rec.get("state", "pending")
+            if state == "running" and lock is None:
+                state = "interrupted"  # its run died: `ssvd run` again resumes it
+            state = {"complete": "done"}.get(state, state)
+            done = sum(c.values())
+            left = None if expected is None else max(expected - done, 0)
+            if state == "done":
+                left = 0
+            rows.append({"stage": st["stage"], "state": state, "ok": c["ok"], "rejected": c["rejected"],
+                         "failed": c["failed"], "left": left, "shards": shards, "shards_in_progress": in_progress})
+            # what the next stage should take in: the accepted rows of this one, once it is done
+            expected = c["ok"] if state == "done" else None
+        out["splits"].append({"name": split["name"], "kind": split["kind"], "stages": rows})
+    return out
+
+
+def format_status(st: dict[str, Any]) -> str:
+    run = st["running"]
+    head = (f"corpus {st['name']}  config {st['config_hash']}  "
+            + (f"running: pid {run['pid']} since {run.get('started')}" if run else "not running"))
+    lines = [head, f"{'split':<22}{'stage':<11}{'state':<13}{'ok':>7}{'rejected':>10}{'failed':>8}{'left':>7}"
+                   f"{'shards':>8}"]
+    for s in st["splits"]:
+        for r in s["stages"]:
+            left = "?" if r["left"] is None else str(r["left"])
+            shards = f"{r['shards']}" + (f"+{r['shards_in_progress']}" if r["shards_in_progress"] else "")
+            lines.append(f"{s['name']:<22}{r['stage']:<11}{r['state']:<13}{r['ok']:>7}{r['rejected']:>10}"
+                         f"{r['failed']:>8}{left:>7}{shards:>8}")
+    todo = [f"{s['name']}/{r['stage']}" for s in st["splits"] for r in s["stages"] if r["state"] != "done"]
+    lines.append("all done" if not todo else f"not done: {', '.join(todo)}")
+    return "\n".join(lines)

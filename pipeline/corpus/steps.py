@@ -1,0 +1,115 @@
+"""One (unit, stage) step of `ssvd run`: the same jobs as the single-stage commands, with pools kept
+across splits (one engine for every dialogue split with the same settings, one TTS pool, one codec)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pipeline.corpus.layout import stage_dir
+from pipeline.corpus.plan import Unit
+from pipeline.manifest import Manifest
+from pipeline.ray_pool import KeptPool
+from pipeline.runner import RunOptions, Summary
+
+
+def _options(stage: str, progress: bool) -> RunOptions:
+    if stage == "dialogues":
+        return RunOptions(max_inflight=256, chunk_size=int(os.environ.get("SSVD_CHUNK_SIZE", 8)),
+                          flush_rows=int(os.environ.get("SSVD_FLUSH_ROWS", 64)), progress=progress)
+    return RunOptions(max_inflight=8, chunk_size=4, flush_rows=8, progress=progress)
+
+
+def _device(device: str) -> str:
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class Steps:
+    def __init__(self, manifest: Manifest, out: Path, args) -> None:
+        self.m, self.out, self.args = manifest, Path(out), args
+        self.device = _device(args.device)
+        self.kept = {"dialogues": KeptPool(), "speech": KeptPool(), "tokens": KeptPool()}
+
+    def close_pools(self) -> None:
+        for k in self.kept.values():
+            k.close()
+
+    def run(self, u: Unit, stage: str) -> Summary:
+        out = stage_dir(self.out, u.name, stage)
+        if stage == "dialogues":
+            return self._benchmark(u, out) if u.is_benchmark else self._dialogues(u, out)
+        src = stage_dir(self.out, u.name, u.upstream(stage))
+        return self._speech(u, src, out) if stage == "speech" else self._tokens(u, src, out)
+
+    # --- dialogues ---
+    def _engine_args(self):
+        from pipeline.engines import EngineOptions
+        from pipeline.jobs import EngineArgs
+
+        d = self.m.models.dialogue
+        eng = EngineOptions(kind=d.engine, device=self.args.device,
+                            **({"openai_base_url": d.openai_base_url} if d.openai_base_url else {}))
+        return EngineArgs(user_model=d.user_model or d.model, assistant_model=d.assistant_model or d.model,
+                          engine=eng, workers=max(1, self.args.workers), ray_address=self.args.ray_address,
+                          verbose=self.args.verbose)
+
+    def _dialogues(self, u: Unit, out: Path) -> Summary:
+        from pipeline import jobs
+        from pipeline.dialogues import DialogueConfig
+
+        s = u.settings
+        dcfg = DialogueConfig(min_pairs=s.min_pairs, max_pairs=s.max_pairs, min_accepted_pairs=s.min_pairs,
+                              temperature=s.temperature, max_new_tokens=s.max_new_tokens, on_length=s.on_length)
+        opts = _options("dialogues", self.args.progress)
+        if u.role == "generic":
+            topics = None
+            if u.spec.topics:
+                topics = [t.strip() for t in Path(u.spec.topics).read_text().splitlines() if t.strip()]
+            count = u.spec.count if s.limit is None else min(u.spec.count, s.limit)
+            return jobs.generic(out, count=count, topics=topics, seed=self.m.seed, args=self._engine_args(),
+                                dcfg=dcfg, opts=opts, kept=self.kept["dialogues"])
+        return jobs.dialogues(u.spec.source, u.spec.instruction, u.spec.input, out, limit=s.limit,
+                              replicas=s.replicas, seed=self.m.seed, args=self._engine_args(), dcfg=dcfg,
+                              opts=opts, kept=self.kept["dialogues"])
+
+    def _benchmark(self, u: Unit, out: Path) -> Summary:
+        from pipeline.benchmarks import open_benchmark
+        from pipeline.corpus.benchmark_stage import BenchmarkStage
+        from pipeline.runner import run_stage
+
+        stage = BenchmarkStage(open_benchmark(u.spec.benchmark, u.spec.input), u.settings.limit)
+        return run_stage(stage, out, _no_pool, _options("dialogues", self.args.progress))
+
+    # --- speech and tokens ---
+    def _pool_args(self):
+        from pipeline.audio_jobs import pool_args
+
+        return pool_args(self.args.workers, self.args.ray_address, self.device, self.args.verbose)
+
+    def _speech(self, u: Unit, src: Path, out: Path) -> Summary:
+        from pipeline import audio_jobs
+        from pipeline.speech_worker import SpeechSpec, TimelineConfig
+        from tts.voices import VoiceConfig
+
+        sp = self.m.models.speech
+        voices = VoiceConfig(sp.assistant_voice, tuple(sp.user_voices))
+        opts = (("kyutai", (("device", self.device),)),) if "kyutai" in voices.backends() else ()
+        spec = SpeechSpec(voices, TimelineConfig(), opts, u.name)
+        return audio_jobs.speech(src, out, spec, limit=None, pool_args=self._pool_args(),
+                                 opts=_options("speech", self.args.progress), kept=self.kept["speech"])
+
+    def _tokens(self, u: Unit, src: Path, out: Path) -> Summary:
+        from pipeline import audio_jobs
+        from pipeline.token_worker import TokenSpec
+
+        spec = TokenSpec(kind=u.kind, codec=self.m.models.codec, device=self.device,
+                         tokenizer=self.m.models.tokenizer, split=u.name)
+        return audio_jobs.tokens(src, out, spec, limit=None, pool_args=self._pool_args(),
+                                 opts=_options("tokens", self.args.progress), kept=self.kept["tokens"])
+
+
+def _no_pool():
+    raise AssertionError("benchmark splits need no workers")

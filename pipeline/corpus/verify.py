@@ -1,0 +1,71 @@
+"""`ssvd verify DIR`: every shard that manifest.json lists is there, unchanged and readable.
+
+Per shard: the file exists; its size and sha256 equal the recorded ones; it opens as Parquet with
+the recorded number of rows; its schema is its stage's schema (pipeline/types.py); every row group
+decodes. Shard files in the stage folders that manifest.json does not list are reported too.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tqdm import tqdm
+
+from pipeline.corpus.layout import load_provenance
+from pipeline.shards import sha256_file
+from pipeline.types import DIALOGUE_SCHEMA, SPEECH_SCHEMA, TOKEN_SCHEMA
+
+SCHEMAS: dict[str, pa.Schema] = {"dialogues": DIALOGUE_SCHEMA, "speech": SPEECH_SCHEMA, "tokens": TOKEN_SCHEMA}
+
+
+def check_shard(root: Path, stage: str, shard: dict) -> list[str]:
+    """What is wrong with one listed shard (empty: nothing)."""
+    rel = shard["path"]
+    path = root / rel
+    if not path.is_file():
+        return [f"{rel}: missing (manifest.json lists it with {shard['rows']} rows)"]
+    bad = []
+    size = path.stat().st_size
+    if size != shard["bytes"]:
+        bad.append(f"{rel}: size {size} bytes, manifest.json says {shard['bytes']}")
+    sha = sha256_file(path)
+    if sha != shard["sha256"]:
+        bad.append(f"{rel}: sha256 {sha[:16]}..., manifest.json says {shard['sha256'][:16]}... (the file changed)")
+    try:
+        f = pq.ParquetFile(path)
+        if f.metadata.num_rows != shard["rows"]:
+            bad.append(f"{rel}: {f.metadata.num_rows} rows, manifest.json says {shard['rows']}")
+        want = SCHEMAS[stage]
+        got = f.schema_arrow
+        if not got.remove_metadata().equals(want.remove_metadata()):
+            diff = sorted(set(map(str, want)) ^ set(map(str, got)))
+            bad.append(f"{rel}: schema is not the {stage} schema (differs in: {'; '.join(diff[:6])})")
+        kind = (got.metadata or {}).get(b"ssvd.kind", b"").decode()
+        if kind != stage:
+            bad.append(f"{rel}: schema metadata ssvd.kind={kind!r}, expected {stage!r}")
+        for g in range(f.num_row_groups):
+            f.read_row_group(g)
+    except (OSError, pa.ArrowException) as e:
+        bad.append(f"{rel}: unreadable as Parquet: {e}")
+    return bad
+
+
+def verify_corpus(root: Path, progress: bool = True) -> tuple[list[str], int]:
+    """(problems, shards checked). Problems name the shard file and what is wrong with it."""
+    root = Path(root)
+    prov = load_provenance(root)
+    listed = [(st["stage"], sh) for sp in prov["splits"] for st in sp["stages"] for sh in st["shards"]]
+    problems: list[str] = []
+    for stage, sh in tqdm(listed, desc="verify", unit="shard", disable=not progress):
+        problems += check_shard(root, stage, sh)
+    known = {sh["path"] for _, sh in listed}
+    for sp in prov["splits"]:
+        for st in sp["stages"]:
+            d = root / st["dir"]
+            for f in sorted(d.glob(f"{st['stage']}-*.parquet")) if d.is_dir() else []:
+                rel = f.relative_to(root).as_posix()
+                if rel not in known:
+                    problems.append(f"{rel}: not listed in manifest.json (written after it, or copied in); "
+                                    "rerun `ssvd run` with the same manifest to record it")
+    return problems, len(listed)

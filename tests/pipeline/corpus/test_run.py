@@ -1,0 +1,124 @@
+"""`ssvd run` on the tiny manifest (built once by conftest.corpus_build): layout, provenance, resume, refusals."""
+import json
+
+import pyarrow.parquet as pq
+import yaml
+
+from pipeline.shards import sha256_file
+from tests.pipeline.corpus.conftest import TINY, ssvd
+
+
+def _prov(d):
+    return json.loads((d / "manifest.json").read_text())
+
+
+def test_every_split_went_through_its_stages(corpus_dir):
+    prov = _prov(corpus_dir)
+    assert prov["state"] == "complete" and prov["format"] == "ssvd-corpus/1"
+    stages = {s["name"]: [st["stage"] for st in s["stages"]] for s in prov["splits"]}
+    assert stages == {"docci-prop": ["dialogues", "speech", "tokens"], "pixelprose-ts1": ["dialogues", "tokens"],
+                      "tallyqa": ["dialogues", "tokens"], "generic": ["dialogues", "speech", "tokens"]}
+    for s in prov["splits"]:
+        assert s["state"] == "complete", s["name"]
+        assert s["rows"] >= 1, f"{s['name']} has no training rows"
+        for row in pq.read_table(corpus_dir / s["shards"][0]["path"]).to_pylist():
+            assert row["split"] == s["name"]
+            assert row["kind"] == ("speech" if s["kind"] == "speech" else "text")
+    assert not (corpus_dir / "_corpus.lock").exists()
+    assert (corpus_dir / "README.md").is_file()
+
+
+def test_manifest_json_lists_shards_with_true_rows_and_checksums(corpus_dir):
+    prov = _prov(corpus_dir)
+    files = sorted(p.relative_to(corpus_dir).as_posix() for p in corpus_dir.glob("*/*/*-0*.parquet"))
+    listed = sorted(sh["path"] for s in prov["splits"] for st in s["stages"] for sh in st["shards"])
+    assert listed == files
+    for s in prov["splits"]:
+        for st in s["stages"]:
+            for sh in st["shards"]:
+                f = corpus_dir / sh["path"]
+                assert sh["sha256"] == sha256_file(f) and sh["rows"] == pq.read_metadata(f).num_rows
+                assert sh["bytes"] == f.stat().st_size
+
+
+def test_manifest_json_records_stats_config_and_models(corpus_dir):
+    prov = _prov(corpus_dir)
+    assert prov["config"]["manifest"]["name"] == "tiny" and len(prov["config_hash"]) == 16
+    assert prov["weights"] == {"docci-prop": 5 / 21, "pixelprose-ts1": 15 / 21, "tallyqa": 1 / 21}
+    m = prov["models"]
+    assert m["dialogue"]["user"]["name"] == "builtin:smollm2" and m["dialogue"]["user"]["fingerprint"]
+    assert m["dialogue"]["user"]["quality"]  # smoke-test label travels with the corpus
+    assert m["codec"]["random"] is True and m["codec"]["weights_sha256"]
+    assert m["tokenizer"]["stand_in"] is True and m["tokenizer"]["sha256"]
+    assert m["voices"]["assistant"] == "piper:joe" and "piper" in m["tts"]
+    assert {"python", "pyarrow", "transformers"} <= set(prov["software"])
+    tally = next(s for s in prov["splits"] if s["name"] == "tallyqa")
+    first = tally["stages"][0]["stats"]
+    assert first["ok"] + first["rejected"] == 3  # limit: 3 of the benchmark's rows, each accounted for
+    tokens = tally["stages"][1]["stats"]
+    assert tokens["ok"] == first["ok"] and tokens["input_not_ok"] == first["rejected"]
+    docci = next(s for s in prov["splits"] if s["name"] == "docci-prop")
+    assert docci["totals"]["audio_s"] > 0 and docci["totals"]["audio_frames"] > 0
+    assert docci["totals"]["text_tokens"] == docci["totals"]["audio_frames"]  # one text token per frame
+
+
+def test_first_partial_run_then_full_run_resumed_across_splits(corpus_build):
+    out, first, second = corpus_build
+    assert "tallyqa" in first.stderr and "docci-prop" not in first.stderr
+    # the second run found tallyqa done: its stages were skipped, not rerun
+    lines = [ln for ln in second.stderr.splitlines() if ln.startswith("tallyqa")]
+    assert len(lines) == 2 and all("done" in ln for ln in lines)
+    again = ssvd("run", TINY, "--out", out, "--only", "tallyqa", "--no-progress")
+    assert json.loads(again.stdout.strip().splitlines()[-1])["ok"] is True
+
+
+def test_resume_with_a_changed_key_is_refused_naming_it(corpus_copy, tmp_path):
+    data = yaml.safe_load(TINY.read_text())
+    data["defaults"]["temperature"] = 0.3
+    data["splits"][0]["weight"] = 6
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(yaml.safe_dump(data))
+    before = (corpus_copy / "manifest.json").read_text()
+    p = ssvd("run", changed, "--out", corpus_copy, "--no-progress", check=False)
+    assert p.returncode == 2
+    assert "manifest.defaults.temperature: 0.7 -> 0.3" in p.stderr
+    assert "manifest.splits.docci-prop.weight: 5 -> 6" in p.stderr
+    assert (corpus_copy / "manifest.json").read_text() == before  # nothing touched
+    p = ssvd("run", TINY, "--out", corpus_copy, "--limit", "1", "--no-progress", check=False)
+    assert p.returncode == 2 and "limit: None -> 1" in p.stderr
+
+
+def test_a_live_run_holds_the_directory(corpus_copy):
+    import os
+    import socket
+
+    (corpus_copy / "_corpus.lock").write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
+    p = ssvd("run", TINY, "--out", corpus_copy, "--no-progress", check=False)
+    assert p.returncode == 2 and f"pid {os.getpid()}" in p.stderr
+
+
+def test_a_bad_manifest_is_refused_before_anything_runs(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(TINY.read_text().replace("instruction: PROP", "instruction: PROPS").replace("seed: 3", "sede: 3"))
+    p = ssvd("run", bad, "--out", tmp_path / "out", check=False)
+    assert p.returncode == 2
+    assert "PROPS" in p.stderr and "COMB" in p.stderr and "sede" in p.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_failing_split_is_reported_and_the_others_go_on(tmp_path):
+    data = yaml.safe_load(TINY.read_text())
+    data.pop("generic")
+    data["splits"] = [s for s in data["splits"] if s["name"] == "tallyqa"] + [
+        {"name": "ocrvqa", "kind": "text", "weight": 5, "benchmark": "ocrvqa", "input": str(tmp_path / "nowhere")}]
+    m = tmp_path / "m.yaml"
+    m.write_text(yaml.safe_dump(data))
+    out = tmp_path / "out"
+    p = ssvd("run", m, "--out", out, "--no-progress", check=False)
+    assert p.returncode == 1
+    err = p.stderr
+    assert "ocrvqa" in err and "nowhere" in err and "blocked" in err  # its tokens stage could not run
+    prov = _prov(out)
+    by = {s["name"]: s for s in prov["splits"]}
+    assert by["tallyqa"]["state"] == "complete" and by["tallyqa"]["rows"] >= 1
+    assert by["ocrvqa"]["state"] == "pending" and prov["state"] == "partial"
