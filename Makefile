@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-$(FLAVOUR)-$(shell cat pyproject.toml Makefile | sha
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: install demo test bench bench-speech clean
+.PHONY: install demo test bench bench-speech bench-loader clean
 
 install: $(STAMP)
 
@@ -47,7 +47,8 @@ demo: install
 	$(VENV)/bin/ssvd show $(DEMO)/pixmo-comb/tokens --limit 1
 	$(VENV)/bin/ssvd preview $(DEMO) --out $(DEMO)/preview.html
 	$(VENV)/bin/ssvd report $(DEMO)
-	@echo "corpus: $(DEMO) (manifest.json, README.md), preview: $(DEMO)/preview.html, report: $(DEMO)/report/index.html"
+	$(VENV)/bin/ssvd train manifests/train-quickstart.yaml --data $(DEMO) --out $(DEMO)-train
+	@echo "corpus: $(DEMO) (manifest.json, README.md), preview: $(DEMO)/preview.html, report: $(DEMO)/report/index.html, adapters: $(DEMO)-train"
 
 test: install
 	$(PY) -m pytest -q $(PYTEST_ARGS)
@@ -59,6 +60,10 @@ bench: install
 # Speech + tokens throughput vs. the Mimi-encode-only ceiling on the same audio (last line: JSON).
 bench-speech: install
 	$(PY) bench/speech_throughput.py $(BENCH_ARGS)
+
+# Trainer data loader: samples/s per core with augmentation on, memory at 1x and 10x shards (last line: JSON).
+bench-loader: install
+	$(PY) bench/loader_throughput.py $(BENCH_ARGS)
 
 clean:
 	rm -rf demo-out .pytest_cache

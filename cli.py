@@ -460,6 +460,28 @@ def report(
     typer.echo(json.dumps(info["paths"], default=str))
 
 
+@app.command()
+def train(
+    config: Annotated[Path, typer.Argument(help="Training config YAML: model, data and train sections (manifests/train-quickstart.yaml runs on CPU).")],
+    data: Annotated[Path, typer.Option("--data", help="A corpus directory made by `ssvd run` (reads DIR/<split>/tokens, weights from manifest.json).")],
+    out: Annotated[Path, typer.Option("--out", help="Run directory: metrics.jsonl, config.json, checkpoints/ (adapters only + optimizer and loader state).")],
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the newest checkpoint in --out (same config).")] = False,
+    stop_after: Annotated[Optional[int], typer.Option("--stop-after", min=1, help="Stop after this many steps in total, with a checkpoint (the schedule stays that of train.steps); --resume continues.")] = None,
+    no_progress: NoProgress = False,
+) -> None:
+    """Train the MoshiVis adapters (gated cross-attention on a frozen Moshi and SigLIP) on a corpus. Multi-GPU: torchrun --nproc-per-node N -m cli train ..."""
+    from trainer.config import TrainConfigError, load_train_config
+    from trainer.loop import train as run_training
+
+    _setup(False)
+    try:
+        cfg = load_train_config(config)
+        summary = run_training(cfg, data, out, resume=resume, progress=not no_progress, stop_after=stop_after)
+    except (TrainConfigError, ValueError, FileNotFoundError) as e:
+        _fail(e)
+    typer.echo(json.dumps(summary, default=str))
+
+
 @prompts_app.command("show")
 def prompts_show(
     instruction: Annotated[str, typer.Argument(help="COMB LOC PROP NUM TS1 TS2 LEAD1 LEAD2 or GENERIC.")],

@@ -1,0 +1,501 @@
+"""The training data loader: token shards -> one-kind batches of tensors, resumable (docs/trainer.md).
+
+`CorpusLoader(corpus_dir, DataConfig(...))` is an endless iterator of batches:
+
+* Splits and weights come from `DIR/manifest.json` (`weights`, or `DataConfig.splits`, which
+  replaces them); the generic set only feeds the augmentation unless it is given a weight.
+* Each split is read by its own `augment.rows.RowStream` (one decoded row group in memory, cycling
+  forever with shard / row-group / row orders shuffled per epoch from the seed) behind a small
+  per-split shuffle buffer (`shuffle_buffer` rows) that is drained at the end of each epoch, so
+  every epoch of a split yields each of its training rows exactly once.
+* Held out: the first `eval_rows` ok rows (file order) of each split's first shard; `eval_batches()`
+  yields them (no augmentation), training never does.
+* Per batch, the sampler (`numpy.random.Generator(PCG64(seed))`) first draws the batch's kind
+  (speech or text) with probability = the summed weight of that kind's splits, then each of the
+  `batch_size` samples' split among the splits of that kind by relative weight: each split is drawn
+  with probability `w_i / sum_j w_j` per sample, as in the paper's Table 7, and every batch holds one
+  kind, so a checkpoint (taken between batches) never has a half-built batch to save.
+* Speech samples of visual splits go through `augment.concat_augment` with the global sample counter
+  as `step` (the generic window advances by 2 rows after each augmented sample); then rows longer than
+  `max_frames - max(delays)` frames (text rows: `max_text_tokens` tokens) are cropped, keeping the
+  beginning: at the last turn start that keeps at least half of the limit, else exactly at the limit.
+* Collation (numpy, then `torch.from_numpy`): Moshi's per-codebook delays, padding with the zero
+  token -1 to the batch's length, loss weights and masks, images resized for the encoder
+  (`trainer.images`). The batch format is in docs/trainer.md.
+
+`state_dict()` (JSON-serialisable) holds the sampler's RNG state, per split the stream position
+(epoch, shard, row group, row, ordinal) and the shuffle buffer's row positions, the generic window,
+the sample and batch counters and the stats; `load_state_dict()` on a fresh loader continues with
+exactly the batches the saved one would have yielded next.
+
+DDP: give each rank its own loader with the same config and `rank` / `world`; every rank
+draws the same kinds and splits (same seed) and reads different rows (rank striding of each split's
+stream).
+"""
+from __future__ import annotations
+
+import json
+import sys
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from augment.concat import GenericPool, concat_augment
+from augment.rows import RowGroupCache, RowStream, copy_row
+from trainer.images import ImageLoader
+
+ZERO_TOKEN = -1
+# Moshi (moshiko): text stream, then 8 assistant codebooks, then 8 user codebooks.
+MOSHI_DELAYS = (0, 0, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1, 1, 1, 1, 1)
+STATE_FORMAT = "ssvd-loader/1"
+
+
+@dataclass
+class DataConfig:
+    """The `data:` section of the trainer config."""
+
+    batch_size: int = 8
+    p_concat: float = 0.5  # probability of the generic prefix + suffix around a visual speech sample
+    text_pad_weight: float = 0.5  # text loss weight of padding tokens in the text stream (moshi-finetune's)
+    text_pad_ids: tuple[int, ...] = (3, 0)  # the text stream's pad and end-of-padding ids (both weighted so)
+    max_frames: int = 3000  # most time steps of a speech batch, delays included (Moshi's context)
+    max_text_tokens: int = 2048  # most tokens of a text row
+    image_size: int = 448  # PaliGemma 2 SigLIP at 448 px, as MoshiVis
+    image_root: str | list[str] | None = None
+    image_mean: tuple[float, float, float] = (0.5, 0.5, 0.5)  # SigLIP
+    image_std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    missing_images: str = "placeholder"  # placeholder | error
+    seed: int = 0
+    eval_rows: int = 8  # first N ok rows of each split's first shard held out (all but one at most)
+    shuffle_buffer: int = 16  # rows per split
+    splits: dict[str, float] | None = None  # weights replacing manifest.json's (unlisted splits: 0)
+    generic_pool: int = 64  # generic rows in the augmentation window
+    row_group_cache_mib: int = 16  # decoded row groups kept (LRU): small shards are decoded once
+    delays: tuple[int, ...] = MOSHI_DELAYS  # text stream + 16 codebooks
+
+    def __post_init__(self):
+        for f in ("text_pad_ids", "image_mean", "image_std", "delays"):
+            v = getattr(self, f)
+            if isinstance(v, list):
+                setattr(self, f, tuple(v))
+        if isinstance(self.image_mean, (int, float)):
+            self.image_mean = (float(self.image_mean),) * 3
+        if isinstance(self.image_std, (int, float)):
+            self.image_std = (float(self.image_std),) * 3
+
+    def errors(self) -> list[str]:
+        e = []
+        if self.batch_size < 1:
+            e.append(f"data.batch_size: must be >= 1, got {self.batch_size}")
+        if not 0.0 <= self.p_concat <= 1.0:
+            e.append(f"data.p_concat: must be in [0, 1], got {self.p_concat}")
+        if self.text_pad_weight < 0:
+            e.append(f"data.text_pad_weight: must be >= 0, got {self.text_pad_weight}")
+        if len(self.delays) < 2 or min(self.delays) < 0:
+            e.append(f"data.delays: text stream + one per codebook, all >= 0, got {list(self.delays)}")
+        elif self.max_frames <= max(self.delays):
+            e.append(f"data.max_frames: must be > the largest delay ({max(self.delays)}), got {self.max_frames}")
+        if self.max_text_tokens < 1:
+            e.append(f"data.max_text_tokens: must be >= 1, got {self.max_text_tokens}")
+        if self.image_size < 1:
+            e.append(f"data.image_size: must be >= 1, got {self.image_size}")
+        if len(self.image_mean) != 3 or len(self.image_std) != 3 or min(self.image_std) <= 0:
+            e.append("data.image_mean / data.image_std: three numbers each, std > 0")
+        if self.missing_images not in ("placeholder", "error"):
+            e.append(f"data.missing_images: 'placeholder' or 'error', got {self.missing_images!r}")
+        if self.eval_rows < 0 or self.shuffle_buffer < 0 or self.generic_pool < 1 or self.row_group_cache_mib < 0:
+            e.append("data.eval_rows, data.shuffle_buffer, data.row_group_cache_mib: must be >= 0; "
+                     "data.generic_pool: >= 1")
+        if self.splits is not None and (not isinstance(self.splits, dict)
+                                        or any(not isinstance(w, (int, float)) or w < 0 for w in self.splits.values())):
+            e.append(f"data.splits: a mapping split name -> weight >= 0, got {self.splits!r}")
+        return e
+
+    def validate(self) -> DataConfig:
+        errs = self.errors()
+        if errs:
+            raise ValueError("invalid data config:\n  " + "\n  ".join(errs))
+        return self
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> DataConfig:
+        d = dict(d or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"data: unknown keys {unknown}; valid keys: {sorted(known)}")
+        return cls(**d).validate()
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        for k, v in d.items():
+            if isinstance(v, tuple):
+                d[k] = list(v)
+        return d
+
+
+# --- row-level helpers ----------------------------------------------------------------------------
+
+def crop_row(row: dict, max_len: int) -> tuple[dict, bool]:
+    """A row of at most `max_len` frames (speech) or tokens (text), keeping the beginning: cut at
+    the last turn start <= `max_len` if that keeps at least half of `max_len`, else at `max_len`."""
+    text = row["text_tokens"]
+    n = len(text)
+    if n <= max_len:
+        return row, False
+    tsf = np.asarray(row.get("turn_start_frames") if row.get("turn_start_frames") is not None else [], np.int64)
+    ok = tsf[(tsf > 0) & (tsf <= max_len)]
+    cut = int(ok.max()) if ok.size and ok.max() * 2 >= max_len else max_len
+    out = dict(row)
+    out["text_tokens"] = np.asarray(text)[:cut]
+    a = row.get("audio_codes")
+    if a is not None and np.asarray(a).size:
+        out["audio_codes"] = np.asarray(a)[:, :cut]
+    keep = int((tsf < cut).sum())
+    out["turn_start_frames"] = tsf[:keep].astype(np.int32)
+    out["turn_roles"] = list(row.get("turn_roles") or [])[:keep]
+    out["num_frames"] = cut
+    if "visual_start_frame" in row:
+        out["visual_start_frame"] = min(int(row["visual_start_frame"]), cut)
+        out["visual_end_frame"] = min(int(row["visual_end_frame"]), cut)
+    return out, True
+
+
+def collate_speech(rows: Sequence[dict], *, delays: Sequence[int] = MOSHI_DELAYS, text_pad_ids: Sequence[int] = (3, 0),
+                   text_pad_weight: float = 0.5) -> dict[str, np.ndarray]:
+    """Speech rows (undelayed `text_tokens` [T_i], `audio_codes` [K, T_i]) -> numpy arrays:
+    text [B, T], audio [B, K, T] (delays applied, -1 elsewhere), text_weight [B, T], audio_mask
+    [B, K, T], visual [B, T], lengths [B]; T = max T_i + max(delays)."""
+    delays = np.asarray(delays, np.int64)
+    k = len(delays) - 1
+    lens = [len(r["text_tokens"]) for r in rows]
+    b, t = len(rows), max(lens) + int(delays.max())
+    text = np.full((b, t), ZERO_TOKEN, np.int64)
+    audio = np.full((b, k, t), ZERO_TOKEN, np.int64)
+    mask = np.zeros((b, k, t), bool)
+    weight = np.zeros((b, t), np.float32)
+    visual = np.zeros((b, t), bool)
+    dt = int(delays[0])
+    groups = []  # (delay, codebook slice or index array)
+    for d in np.unique(delays[1:]):
+        ks = np.flatnonzero(delays[1:] == d)
+        groups.append((int(d), slice(int(ks[0]), int(ks[-1]) + 1) if ks[-1] - ks[0] + 1 == len(ks) else ks))
+    pad_ids = np.asarray(list(text_pad_ids), np.int64)
+    for i, (r, n) in enumerate(zip(rows, lens)):
+        tt = np.asarray(r["text_tokens"])
+        codes = np.asarray(r["audio_codes"])
+        if codes.shape != (k, n):
+            raise ValueError(f"token row {r.get('id')!r} (split {r.get('split')!r}): audio_codes {codes.shape}, "
+                             f"expected [{k}, {n}] (one row per codebook, as long as text_tokens)")
+        text[i, dt:dt + n] = tt
+        w = np.where(np.isin(tt, pad_ids), np.float32(text_pad_weight), np.float32(1.0))
+        w[tt == ZERO_TOKEN] = 0.0
+        weight[i, dt:dt + n] = w
+        for d, ks in groups:
+            audio[i, ks, d:d + n] = codes[ks]
+            mask[i, ks, d:d + n] = True
+        vs = int(r.get("visual_start_frame", 0))
+        ve = int(r.get("visual_end_frame", n))
+        visual[i, vs:ve] = True
+    return {"text": text, "audio": audio, "text_weight": weight, "audio_mask": mask, "visual": visual,
+            "lengths": np.asarray(lens, np.int64)}
+
+
+def collate_text(rows: Sequence[dict]) -> dict[str, np.ndarray]:
+    """Text rows -> text [B, L] right-padded with -1, text_weight [B, L] (1 on tokens), lengths [B]."""
+    lens = [len(r["text_tokens"]) for r in rows]
+    b, n = len(rows), max(1, max(lens))
+    text = np.full((b, n), ZERO_TOKEN, np.int64)
+    weight = np.zeros((b, n), np.float32)
+    for i, (r, m) in enumerate(zip(rows, lens)):
+        text[i, :m] = r["text_tokens"]
+        weight[i, :m] = 1.0
+    return {"text": text, "text_weight": weight, "lengths": np.asarray(lens, np.int64)}
+
+
+# --- the loader -----------------------------------------------------------------------------------
+
+class _SplitReader:
+    """One split's stream behind its shuffle buffer (drained at each epoch's end)."""
+
+    def __init__(self, stream: RowStream, buffer: int):
+        self.stream = stream
+        self.size = max(1, buffer)
+        self.buffer: list[dict] = []
+
+    def next(self, rng: np.random.Generator) -> dict:
+        while True:
+            while len(self.buffer) < self.size:
+                r = self.stream.take()
+                if r is None:
+                    break
+                self.buffer.append(copy_row(r))
+            if self.buffer:
+                break
+            self.stream.new_epoch()
+        j = int(rng.integers(len(self.buffer)))
+        row = self.buffer[j]
+        self.buffer[j] = self.buffer[-1]
+        self.buffer.pop()
+        return row
+
+    def state_dict(self) -> dict:
+        return {**self.stream.state_dict(), "buffer": [list(map(int, r["_pos"])) for r in self.buffer]}
+
+    def load_state_dict(self, st: dict) -> None:
+        self.stream.load_state_dict(st)
+        self.buffer = self.stream.read_positions(st.get("buffer", []))
+
+
+class _ArrayPool:
+    """Reuses the large image arrays of earlier batches once nothing references them any more.
+
+    A fresh 40 MB array costs more in page faults than filling it; an array handed out in a batch is
+    referenced by its tensor (`torch.from_numpy` holds the array) for as long as any view of that
+    tensor lives, so an array whose only reference is this pool is free to overwrite.
+    """
+
+    def __init__(self, keep: int = 4):
+        self.keep = keep
+        self.arrays: list[np.ndarray] = []
+
+    def get(self, shape: tuple, dtype) -> np.ndarray:
+        for a in self.arrays:
+            # references: self.arrays, `a`, getrefcount's argument
+            if a.shape == shape and a.dtype == dtype and sys.getrefcount(a) <= 3:
+                return a
+        a = np.empty(shape, dtype)
+        if len(self.arrays) >= self.keep:
+            self.arrays.pop(0)
+        self.arrays.append(a)
+        return a
+
+
+def _torch(d: dict) -> dict:
+    import torch
+
+    return {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in d.items()}
+
+
+class CorpusLoader:
+    """Endless batches from a corpus directory (see the module docstring and docs/trainer.md)."""
+
+    def __init__(self, corpus: str | Path, cfg: DataConfig | None = None, *, split: str = "train", rank: int = 0,
+                 world: int = 1):
+        self.corpus = Path(corpus)
+        self.cfg = (cfg or DataConfig()).validate()
+        if split not in ("train", "eval"):
+            raise ValueError(f"split must be 'train' or 'eval', got {split!r}")
+        if not 0 <= rank < world:
+            raise ValueError(f"rank {rank} must be in [0, world={world})")
+        self.part = split
+        self.rank, self.world_size = rank, world
+        mpath = self.corpus / "manifest.json"
+        if not mpath.is_file():
+            raise FileNotFoundError(f"{mpath}: no corpus manifest (build one with `ssvd run MANIFEST --out {self.corpus}`)")
+        man = json.loads(mpath.read_text())
+        self.split_info: dict[str, dict] = {}
+        for s in man.get("splits", []):
+            self.split_info[s["name"]] = {"kind": s.get("kind", "speech"), "role": s.get("role", "split"),
+                                          "rows": s.get("rows"),
+                                          "shards": [str(self.corpus / sh["path"]) for sh in s.get("shards") or []]}
+        raw = self.cfg.splits if self.cfg.splits is not None else (man.get("weights") or {})
+        unknown = sorted(set(raw) - set(self.split_info))
+        if unknown:
+            raise ValueError(f"data.splits / manifest weights name splits not in {mpath}: {unknown}; "
+                             f"the corpus has {sorted(self.split_info)}")
+        self.dropped: dict[str, str] = {}
+        weights = {}
+        for name, w in raw.items():
+            info = self.split_info[name]
+            if w <= 0:
+                continue
+            if not info["shards"]:
+                self.dropped[name] = "no token shards"
+                continue
+            weights[name] = float(w)
+        # held-out eval rows: the first eval_rows ok rows of each split's first shard (at most all but one
+        # of the split's ok rows, so that every split keeps a training row)
+        self._eval_pos: dict[str, list[tuple[int, int, int]]] = {}
+        self._eval_ids: dict[str, list[str]] = {}
+        for name in list(weights):
+            rows = self.split_info[name]["rows"]
+            if rows is not None and rows <= 0:
+                self.dropped[name] = "no ok rows"
+                del weights[name]
+                continue
+            n_eval = self.cfg.eval_rows if rows is None else min(self.cfg.eval_rows, rows - 1)
+            pos, ids = self._first_ok(self.split_info[name]["shards"][0], n_eval)
+            self._eval_pos[name], self._eval_ids[name] = pos, ids
+        for name, why in self.dropped.items():
+            warnings.warn(f"data: split {name!r} left out of training: {why}", stacklevel=2)
+        if not weights:
+            raise ValueError(f"{self.corpus}: no split to train on (weights {raw}; left out: {self.dropped})")
+        total = sum(weights.values())
+        self.weights = {k: v / total for k, v in sorted(weights.items())}
+        self._kinds: dict[str, tuple[list[str], np.ndarray]] = {}
+        for kind in ("speech", "text"):
+            names = [n for n in self.weights if self.split_info[n]["kind"] == kind]
+            if names:
+                self._kinds[kind] = (names, np.cumsum([self.weights[n] for n in names]))
+        self._kind_names = list(self._kinds)
+        self._kind_cum = np.cumsum([self._kinds[k][1][-1] for k in self._kind_names])
+        self.cache = RowGroupCache(self.cfg.row_group_cache_mib << 20)
+        self.readers = {n: _SplitReader(RowStream(n, self.split_info[n]["shards"], seed=self.cfg.seed,
+                                                  skip=self._eval_pos.get(n, ()), rank=rank, world_size=world,
+                                                  cache=self.cache),
+                                        self.cfg.shuffle_buffer) for n in self.weights}
+        self.generic: GenericPool | None = None
+        if self.cfg.p_concat > 0 and "speech" in self._kinds:
+            self.generic = GenericPool.from_corpus(self.corpus, capacity=self.cfg.generic_pool, seed=self.cfg.seed,
+                                                   cache=self.cache)
+        self._image_arrays = _ArrayPool()
+        self.rng = np.random.Generator(np.random.PCG64(self.cfg.seed))
+        self.images = ImageLoader(self.cfg.image_root, self.cfg.image_size, self.cfg.image_mean, self.cfg.image_std,
+                                  self.cfg.missing_images)
+        self.samples = 0
+        self.batches = 0
+        self.counters = {"speech_batches": 0, "text_batches": 0, "augmented": 0, "cropped": 0}
+
+    # --- introspection ---
+    @property
+    def stats(self) -> dict:
+        return {"samples": self.samples, "batches": self.batches, **self.counters, **self.images.stats,
+                "epochs": {n: r.stream.epoch for n, r in self.readers.items()},
+                "row_groups_read": sum(r.stream.row_groups_read for r in self.readers.values()),
+                "row_groups_decoded": self.cache.misses if self.cache.max_bytes else None,
+                "dropped_splits": dict(self.dropped)}
+
+    def eval_ids(self) -> dict[str, list[str]]:
+        """The held-out row ids per split (all ranks)."""
+        return {k: list(v) for k, v in self._eval_ids.items() if v}
+
+    @staticmethod
+    def _first_ok(shard: str, n: int) -> tuple[list[tuple[int, int, int]], list[str]]:
+        pos, ids = [], []
+        if n <= 0:
+            return pos, ids
+        pf = pq.ParquetFile(shard)
+        for g in range(pf.metadata.num_row_groups):
+            t = pf.read_row_group(g, columns=["id", "status"], use_threads=False)
+            for i, (rid, st) in enumerate(zip(t.column("id").to_pylist(), t.column("status").to_pylist())):
+                if st == "ok":
+                    pos.append((0, g, i))
+                    ids.append(rid)
+                    if len(pos) == n:
+                        return pos, ids
+        return pos, ids
+
+    # --- iteration ---
+    def __iter__(self) -> Iterator[dict]:
+        """Train: the loader itself (endless). Eval (`split="eval"`): the held-out batches, once."""
+        return self if self.part == "train" else self.eval_batches()
+
+    def __next__(self) -> dict:
+        return self.next_batch()
+
+    def _prepare(self, row: dict, split: str, augment: bool) -> dict:
+        info = self.split_info[split]
+        if row.get("kind", info["kind"]) != info["kind"]:
+            raise ValueError(f"token row {row.get('id')!r} in split {split!r} is of kind {row.get('kind')!r}, "
+                             f"but manifest.json says the split is {info['kind']!r}")
+        row["split"] = split
+        if info["kind"] == "speech":
+            if augment and info["role"] != "generic":
+                row = concat_augment(row, self.generic, p_concat=self.cfg.p_concat, seed=self.cfg.seed,
+                                     step=self.samples, max_frames=self.cfg.max_frames - max(self.cfg.delays))
+                if row["augment"]:
+                    self.counters["augmented"] += 1
+                    self.generic.advance(2)
+            else:
+                n = len(row["text_tokens"])
+                row = {**row, "visual_start_frame": 0, "visual_end_frame": 0 if info["role"] == "generic" else n}
+            row, cut = crop_row(row, self.cfg.max_frames - max(self.cfg.delays))
+        else:
+            row, cut = crop_row(row, self.cfg.max_text_tokens)
+        self.counters["cropped"] += cut
+        return row
+
+    def collate(self, rows: list[dict], kind: str) -> dict:
+        """Rows of one kind (already augmented / cropped) -> a batch of tensors."""
+        c = self.cfg
+        if kind == "speech":
+            out = collate_speech(rows, delays=c.delays, text_pad_ids=c.text_pad_ids, text_pad_weight=c.text_pad_weight)
+        else:
+            out = collate_text(rows)
+        img = self._image_arrays.get((len(rows), 3, c.image_size, c.image_size), np.float32)
+        for i, r in enumerate(rows):
+            self.images.load(r.get("image"), row_id=r.get("id", ""), split=r.get("split", ""), out=img[i])
+        out["image"] = img
+        batch = {"kind": kind, **_torch(out)}
+        batch["ids"] = [r["id"] for r in rows]
+        batch["splits"] = [r["split"] for r in rows]
+        return batch
+
+    def next_batch(self) -> dict:
+        if self.part != "train":
+            raise RuntimeError("an eval loader (split='eval') has no endless batches: iterate over it")
+        u = self.rng.random()
+        kind = self._kind_names[min(int(np.searchsorted(self._kind_cum, u * self._kind_cum[-1], "right")),
+                                    len(self._kind_names) - 1)]
+        names, cum = self._kinds[kind]
+        rows = []
+        for _ in range(self.cfg.batch_size):
+            j = min(int(np.searchsorted(cum, self.rng.random() * cum[-1], "right")), len(names) - 1)
+            split = names[j]
+            row = self.readers[split].next(self.rng)
+            rows.append(self._prepare(row, split, augment=True))
+            self.samples += 1
+        batch = self.collate(rows, kind)
+        self.batches += 1
+        self.counters[f"{kind}_batches"] += 1
+        return batch
+
+    def eval_batches(self, splits: Sequence[str] | None = None, batch_size: int | None = None) -> Iterator[dict]:
+        """The held-out rows, split by split (each batch: one split), no augmentation, no shuffling;
+        with several ranks each rank gets every world_size-th row."""
+        bs = batch_size or self.cfg.batch_size
+        for name in splits or list(self._eval_pos):
+            pos = self._eval_pos.get(name, [])[self.rank::self.world_size]
+            if not pos:
+                continue
+            kind = self.split_info[name]["kind"]
+            rows = self.readers[name].stream.read_positions(pos) if name in self.readers else \
+                RowStream(name, self.split_info[name]["shards"]).read_positions(pos)
+            rows = [self._prepare(r, name, augment=False) for r in rows]
+            for i in range(0, len(rows), bs):
+                yield self.collate(rows[i:i + bs], kind)
+
+    # --- position ---
+    def state_dict(self) -> dict:
+        return {
+            "format": STATE_FORMAT, "seed": self.cfg.seed, "rank": self.rank, "world_size": self.world_size,
+            "weights": dict(self.weights), "samples": self.samples, "batches": self.batches,
+            "rng": self.rng.bit_generator.state,
+            "splits": {n: r.state_dict() for n, r in self.readers.items()},
+            "generic": self.generic.state_dict() if self.generic is not None else None,
+            "counters": dict(self.counters), "images": dict(self.images.stats),
+        }
+
+    def load_state_dict(self, st: dict) -> None:
+        if st.get("format") != STATE_FORMAT:
+            raise ValueError(f"not a loader state of format {STATE_FORMAT}: {st.get('format')!r}")
+        diff = [f"{k}: {st.get(k)!r} -> {v!r}" for k, v in (("seed", self.cfg.seed), ("rank", self.rank),
+                                                           ("world_size", self.world_size), ("weights", self.weights))
+                if st.get(k) != v]
+        if diff:
+            warnings.warn("data: resuming a loader saved with other settings; the batches will not continue the "
+                          "saved stream exactly: " + "; ".join(diff), stacklevel=2)
+        self.samples, self.batches = int(st["samples"]), int(st["batches"])
+        self.rng.bit_generator.state = st["rng"]
+        for n, r in self.readers.items():
+            if n in st["splits"]:
+                r.load_state_dict(st["splits"][n])
+        if self.generic is not None and st.get("generic"):
+            self.generic.load_state_dict(st["generic"])
+        self.counters.update(st.get("counters", {}))
+        self.images.stats.update(st.get("images", {}))

@@ -1,0 +1,230 @@
+"""`ssvd train CONFIG --data CORPUS --out RUN_DIR`: train the adapters on a corpus made by `ssvd run`.
+
+AdamW on the adapter parameters only (asserted: nothing else requires grad), linear warm-up then
+cosine decay, gradient clipping, bf16 autocast where supported, gradient accumulation, a periodic
+eval loss on the held-out slice, adapter-only checkpoints with optimizer and loader state,
+`--resume` from the newest one, `RUN_DIR/metrics.jsonl` (one JSON object per logged step) and a
+progress bar. Under `torchrun` (WORLD_SIZE > 1) it runs DDP, each rank reading its own share of
+the shards; otherwise one process (CPU or one GPU).
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from trainer import checkpoint
+from trainer.config import TrainConfig
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _init_dist() -> Dist:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    import torch.distributed as dist
+
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    dist.init_process_group(backend)
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local)
+    return Dist(dist.get_rank(), world, local)
+
+
+def _device(d: Dist) -> torch.device:
+    return torch.device(f"cuda:{d.local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def _autocast(precision: str, device: torch.device):
+    bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported())
+    if bf16:
+        return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext
+
+
+def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
+    """Linear warm-up to 1 over `warmup` steps, then cosine down to `min_ratio` at `total`."""
+    if step < warmup:
+        return (step + 1) / warmup
+    t = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * t))
+
+
+def _to(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+def batch_digest(batch: dict[str, Any]) -> str:
+    """A short fingerprint of a batch (ids and token tensors): equal batches, equal digests."""
+    h = hashlib.sha256(json.dumps(batch.get("ids", [])).encode())
+    for k in ("text", "audio"):
+        if torch.is_tensor(batch.get(k)):
+            h.update(batch[k].cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+class _Metrics:
+    def __init__(self, path: Path, resume_step: int | None, enabled: bool):
+        self.path, self.enabled = path, enabled
+        if enabled and resume_step is not None and path.is_file():
+            # drop what was logged after the checkpoint we resume from: it will be redone
+            keep = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln).get("step", -1) <= resume_step]
+            path.write_text("".join(ln + "\n" for ln in keep))
+        elif enabled and resume_step is None:
+            path.write_text("")
+
+    def log(self, rec: dict[str, Any]) -> None:
+        if self.enabled:
+            with self.path.open("a") as f:
+                f.write(json.dumps(rec, sort_keys=True) + "\n")
+
+
+def _check_frozen(model, params: list[torch.nn.Parameter]) -> None:
+    trainable = {id(p) for p in model.parameters() if p.requires_grad}
+    adapters = {id(p) for p in params}
+    if trainable != adapters or not adapters:
+        raise AssertionError(f"only adapter parameters may require grad: {len(trainable)} trainable, "
+                             f"{len(adapters)} adapter parameters")
+
+
+def train(cfg: TrainConfig, data_dir: Path, run_dir: Path, *, resume: bool = False, progress: bool = True,
+          stop_after: int | None = None) -> dict[str, Any]:
+    """Train; returns a summary. `stop_after`: stop (with a checkpoint) after that many steps in total,
+    as if interrupted there — `--resume` continues the same schedule."""
+    from trainer.data import CorpusLoader
+    from trainer.model import build_model
+
+    d = _init_dist()
+    device = _device(d)
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    opt_cfg = cfg.train
+    torch.manual_seed(opt_cfg.seed)
+    cfg_path = run_dir / "config.json"
+    resolved = {"config": cfg.to_dict(), "data": str(Path(data_dir).resolve())}
+    ckpt = checkpoint.latest(run_dir) if resume else None
+    if resume and cfg_path.is_file():
+        old = json.loads(cfg_path.read_text())
+        if old["config"] != json.loads(json.dumps(resolved["config"], default=list)):
+            raise ValueError(f"{run_dir} was trained with another config; resume with {old.get('path') or 'it'} "
+                             f"or pick another --out")
+    elif not resume and checkpoint.latest(run_dir) is not None:
+        raise ValueError(f"{run_dir} already holds checkpoints: pass --resume to continue, or pick another --out")
+    if d.main:
+        cfg_path.write_text(json.dumps(dict(resolved, path=cfg.path), indent=2, default=list))
+
+    model = build_model(cfg.model, device=str(device))
+    params = [p for p in model.adapter_parameters()]
+    _check_frozen(model, params)
+    opt = torch.optim.AdamW(params, lr=opt_cfg.lr, betas=tuple(opt_cfg.betas), weight_decay=opt_cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: lr_factor(s, opt_cfg.warmup_steps, opt_cfg.steps, opt_cfg.min_lr_ratio))
+    loader = CorpusLoader(data_dir, cfg.data, split="train", rank=d.rank, world=d.world)
+    start = 0
+    if ckpt is not None:
+        adapters, state = checkpoint.load(ckpt)
+        model.load_adapter_state_dict(adapters)
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        loader.load_state_dict(state["loader"][d.rank] if isinstance(state["loader"], list) else state["loader"])
+        start = int(state["step"])
+    net = model
+    if d.world > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        net = DDP(model, device_ids=[d.local_rank] if device.type == "cuda" else None, find_unused_parameters=True)
+    metrics = _Metrics(run_dir / "metrics.jsonl", start if ckpt else None, d.main)
+    autocast = _autocast(opt_cfg.precision, device)
+    end = opt_cfg.steps if stop_after is None else min(opt_cfg.steps, stop_after)
+    from tqdm import tqdm
+
+    bar = tqdm(total=opt_cfg.steps, initial=start, disable=not (progress and d.main), desc="train", unit="step",
+               dynamic_ncols=True)
+    it = iter(loader)
+    t0 = time.monotonic()
+    rec: dict[str, Any] = {}
+    for step in range(start, end):
+        model.train()
+        total, parts, digests, kinds = 0.0, {}, [], []
+        for _ in range(opt_cfg.grad_accum):
+            batch = next(it)
+            digests.append(batch_digest(batch))
+            kinds.append(batch["kind"])
+            with autocast():
+                loss, m = _loss(net, batch, device)
+            (loss / opt_cfg.grad_accum).backward()
+            total += float(loss.detach()) / opt_cfg.grad_accum
+            for k, v in m.items():
+                parts[k] = parts.get(k, 0.0) + float(v) / opt_cfg.grad_accum
+        gnorm = torch.nn.utils.clip_grad_norm_(params, opt_cfg.grad_clip)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        bar.update(1)
+        bar.set_postfix(loss=f"{total:.3f}", refresh=False)
+        done = step + 1
+        if done % opt_cfg.log_every == 0 or done == end:
+            rec = {"step": done, "loss": total, "lr": sched.get_last_lr()[0], "grad_norm": float(gnorm),
+                   "kinds": kinds, "batches": digests, "elapsed_s": round(time.monotonic() - t0, 3), **parts}
+            metrics.log(rec)
+        if (opt_cfg.eval_every and done % opt_cfg.eval_every == 0) or done == opt_cfg.steps:
+            metrics.log({"step": done, "eval_loss": evaluate(model, cfg, data_dir, device, autocast)})
+        if (opt_cfg.ckpt_every and done % opt_cfg.ckpt_every == 0) or done == end:
+            _save(run_dir, done, model, opt, sched, loader, d, opt_cfg.keep_checkpoints)
+    bar.close()
+    return {"run_dir": str(run_dir), "steps": end, "start": start, "last": rec,
+            "loader": getattr(loader, "stats", {})}
+
+
+def _loss(net, batch, device):
+    if hasattr(net, "module"):  # DDP: through its forward (= loss), so gradients are synchronised
+        return net(_to(batch, device))
+    return net.loss(_to(batch, device))
+
+
+def _save(run_dir, step, model, opt, sched, loader, d: Dist, keep: int) -> None:
+    state = loader.state_dict()
+    if d.world > 1:
+        import torch.distributed as dist
+
+        states: list = [None] * d.world
+        dist.all_gather_object(states, state)
+        state = states
+    if d.main:
+        checkpoint.save(run_dir, step, model.adapter_state_dict(),
+                        {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "loader": state}, keep)
+
+
+@torch.no_grad()
+def evaluate(model, cfg: TrainConfig, data_dir: Path, device, autocast) -> float:
+    """Mean loss over the held-out slice (the same batches every time)."""
+    from trainer.data import CorpusLoader
+
+    model.eval()
+    losses = []
+    for i, batch in enumerate(CorpusLoader(data_dir, cfg.data, split="eval")):
+        if i >= cfg.train.eval_batches:
+            break
+        with autocast():
+            loss, _ = model.loss(_to(batch, device))
+        losses.append(float(loss))
+    return sum(losses) / max(1, len(losses))
