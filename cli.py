@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -479,7 +478,8 @@ def train(
         summary = run_training(cfg, data, out, resume=resume, progress=not no_progress, stop_after=stop_after)
     except (TrainConfigError, ValueError, FileNotFoundError) as e:
         _fail(e)
-    typer.echo(json.dumps(summary, default=str))
+    if summary["rank"] == 0:  # under torchrun: one summary (rank 0's losses), not one per process
+        typer.echo(json.dumps(summary, default=str))
 
 
 @prompts_app.command("show")

@@ -191,7 +191,12 @@ def train(cfg: TrainConfig, data_dir: Path, run_dir: Path, *, resume: bool = Fal
         if (opt_cfg.ckpt_every and done % opt_cfg.ckpt_every == 0) or done == end:
             _save(run_dir, done, model, opt, sched, loader, d, opt_cfg.keep_checkpoints)
     bar.close()
-    return {"run_dir": str(run_dir), "steps": end, "start": start, "last": rec,
+    if d.world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+        dist.destroy_process_group()
+    return {"rank": d.rank, "world": d.world, "run_dir": str(run_dir), "steps": end, "start": start, "last": rec,
             "loader": getattr(loader, "stats", {})}
 
 

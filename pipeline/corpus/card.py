@@ -105,23 +105,9 @@ def front_matter(prov: dict[str, Any]) -> dict[str, Any]:
 
 
 def _warnings(prov: dict[str, Any]) -> list[str]:
-    models = prov.get("models") or {}
-    out = []
-    for role, q in quality_labels(prov).items():
-        name = models["dialogue"][role].get("name")
-        out.append(f"> **{q.upper()} QUALITY: the {role} dialogue model `{name}` is labelled `{q}`.** "
-                   f"Its dialogues demonstrate the pipeline; they are not the MoshiVis corpus and are "
-                   f"not fit for training.")
-    codec = models.get("codec") or {}
-    if codec.get("random"):
-        out.append(f"> **Random-weight codec:** the audio codes come from `{codec.get('name')}`, a seeded "
-                   f"random-weight stand-in for Mimi: they are not Mimi codes.")
-    tok = models.get("tokenizer") or {}
-    if tok.get("stand_in"):
-        out.append(f"> **Stand-in tokenizer:** text tokens come from `{tok.get('name')}`, not Moshi's tokenizer.")
-    if prov.get("state") != "complete":
-        out.append(f"> **Partial corpus:** state `{prov.get('state')}`; some stages of some splits are unfinished.")
-    return out
+    from pipeline.corpus.provenance import caveats
+
+    return [f"> **{title}:** {text}." for title, text in caveats(prov)]
 
 
 def _models(prov: dict[str, Any]) -> str:

@@ -158,3 +158,28 @@ def write(root: Path, manifest, config: dict, config_hash: str, units: list[Unit
     data = build(root, manifest, config, config_hash, units)
     write_json_atomic(Path(root) / MANIFEST_JSON, data)
     return data
+
+
+def caveats(prov: dict[str, Any]) -> list[tuple[str, str]]:
+    """(title, text) for everything that makes a corpus less than the real thing: dialogue models
+    below production quality, a random-weight codec, a stand-in tokenizer, unfinished stages."""
+    models = prov.get("models") or {}
+    dialogue = models.get("dialogue") or {}
+    out = []
+    for role in ("user", "assistant"):
+        m = dialogue.get(role) if isinstance(dialogue.get(role), dict) else {}
+        q = m.get("quality")
+        if q and q != "production":
+            out.append((f"{q.upper()} QUALITY",
+                        f"the {role} dialogue model `{m.get('name')}` is labelled `{q}`: its dialogues show the "
+                        f"pipeline working; they are not the MoshiVis corpus and are not fit for training"))
+    codec = models.get("codec") or {}
+    if codec.get("random"):
+        out.append(("Random-weight codec", f"the audio codes come from `{codec.get('name')}`, a seeded "
+                                            "random-weight stand-in for Mimi: they are not Mimi codes"))
+    tok = models.get("tokenizer") or {}
+    if tok.get("stand_in"):
+        out.append(("Stand-in tokenizer", f"text tokens come from `{tok.get('name')}`, not Moshi's tokenizer"))
+    if prov.get("state") != "complete":
+        out.append(("Partial corpus", f"state `{prov.get('state')}`: some stages of some splits are unfinished"))
+    return out

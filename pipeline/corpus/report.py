@@ -195,23 +195,9 @@ def mixture(prov: dict[str, Any], splits: list[dict[str, Any]]) -> dict[str, Any
 
 def warnings(prov: dict[str, Any]) -> list[str]:
     """What makes this corpus less than the real thing, in plain words."""
-    out = []
-    models = prov.get("models") or {}
-    dialogue = models.get("dialogue") or {}
-    for role in ("user", "assistant"):
-        m = dialogue.get(role) or {}
-        if m.get("quality") and m.get("quality") != "production":
-            out.append(f"dialogue model of the {role} ({m.get('name')}) is {m.get('quality')} quality: "
-                       f"the dialogues show the pipeline, not the corpus")
-    codec = models.get("codec") or {}
-    if codec.get("random"):
-        out.append(f"audio codes come from a random-weight Mimi stand-in ({codec.get('name')}): not for training")
-    tok = models.get("tokenizer") or {}
-    if tok.get("stand_in"):
-        out.append(f"text tokens come from a stand-in tokenizer ({tok.get('name')}), not Moshi's")
-    if prov.get("state") != "complete":
-        out.append(f"corpus state is {prov.get('state')!r}: some stages have not finished")
-    return out
+    from pipeline.corpus.provenance import caveats
+
+    return [f"{title}: {text}" for title, text in caveats(prov)]
 
 
 def write_report(root: Path, out_dir: Path | None = None) -> dict[str, Any]:

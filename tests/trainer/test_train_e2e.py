@@ -86,3 +86,25 @@ def test_cli_train_runs_and_logs(corpus_dir, tmp_path):
     assert all({"step", "loss"} <= set(m) or "eval_loss" in m for m in _metrics(tmp_path / "run"))
     bad = ssvd("train", tmp_path / "missing.yaml", "--data", corpus_dir, "--out", tmp_path / "r2", check=False)
     assert bad.returncode == 2 and "missing.yaml" in bad.stderr
+
+
+def test_torchrun_ddp_on_cpu_two_processes(corpus_dir, tmp_path):
+    import subprocess
+    import sys
+
+    cfg = yaml.safe_load(QUICK.read_text())
+    cfg["train"].update(steps=2, eval_every=0, ckpt_every=0)
+    p = tmp_path / "t.yaml"
+    p.write_text(yaml.safe_dump(cfg))
+    run = tmp_path / "ddp"
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                        "-m", "cli", "train", str(p), "--data", str(corpus_dir), "--out", str(run), "--no-progress"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    summaries = [json.loads(ln) for ln in r.stdout.splitlines() if ln.startswith("{")]
+    assert len(summaries) == 1 and summaries[0]["world"] == 2  # rank 0 reports
+    import torch
+
+    state = torch.load(run / "checkpoints" / "step-000002" / "state.pt", weights_only=False)
+    assert isinstance(state["loader"], list) and len(state["loader"]) == 2  # each rank's position
+    assert [m["step"] for m in _metrics(run) if "loss" in m] == [1, 2]
