@@ -47,7 +47,7 @@ demo: install
 	$(VENV)/bin/ssvd show $(DEMO)/pixmo-comb/tokens --limit 1
 	$(VENV)/bin/ssvd preview $(DEMO) --out $(DEMO)/preview.html
 	$(VENV)/bin/ssvd report $(DEMO)
-	$(VENV)/bin/ssvd train manifests/train-quickstart.yaml --data $(DEMO) --out $(DEMO)-train
+	$(VENV)/bin/ssvd train manifests/train-quickstart.yaml --data $(DEMO) --out $(DEMO)-train --resume
 	@echo "corpus: $(DEMO) (manifest.json, README.md), preview: $(DEMO)/preview.html, report: $(DEMO)/report/index.html, adapters: $(DEMO)-train"
 
 test: install

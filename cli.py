@@ -464,7 +464,7 @@ def train(
     config: Annotated[Path, typer.Argument(help="Training config YAML: model, data and train sections (manifests/train-quickstart.yaml runs on CPU).")],
     data: Annotated[Path, typer.Option("--data", help="A corpus directory made by `ssvd run` (reads DIR/<split>/tokens, weights from manifest.json).")],
     out: Annotated[Path, typer.Option("--out", help="Run directory: metrics.jsonl, config.json, checkpoints/ (adapters only + optimizer and loader state).")],
-    resume: Annotated[bool, typer.Option("--resume", help="Continue from the newest checkpoint in --out (same config).")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the newest checkpoint in --out (same config); with none there, start fresh.")] = False,
     stop_after: Annotated[Optional[int], typer.Option("--stop-after", min=1, help="Stop after this many steps in total, with a checkpoint (the schedule stays that of train.steps); --resume continues.")] = None,
     no_progress: NoProgress = False,
 ) -> None:

@@ -57,6 +57,11 @@ def test_resume_sees_the_batches_an_uninterrupted_run_sees(corpus_dir, tmp_path)
     assert [m["batches"] for m in mb] == [m["batches"] for m in ma]
     for x, y in zip(ma, mb):
         assert y["loss"] == pytest.approx(x["loss"], rel=1e-4, abs=1e-5)
+    before = (b / "metrics.jsonl").read_text()
+    again = train(cfg, corpus_dir, b, progress=False, resume=True)  # finished: nothing left to do
+    assert again["start"] == 6 and (b / "metrics.jsonl").read_text() == before
+    fresh = train(cfg, corpus_dir, tmp_path / "c", progress=False, resume=True, stop_after=1)  # nothing to resume
+    assert fresh["start"] == 0 and fresh["steps"] == 1
 
 
 def test_checkpoints_hold_only_the_adapters(corpus_dir, tmp_path):
