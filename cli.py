@@ -10,7 +10,8 @@ import typer
 
 app = typer.Typer(
     help="Regenerate the MoshiVis synthetic spoken visual dialogue corpus: captions -> two-role LLM "
-    "dialogues -> speech -> token shards. One call per (caption source, instruction) split.",
+    "dialogues -> speech -> token shards, one stage per command, or a whole manifest (Table 7) with "
+    "`ssvd run`; then status, verify, preview, report, and `ssvd train` for the adapters.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
