@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import os
 import platform
 from importlib import metadata
 from pathlib import Path
@@ -51,15 +52,27 @@ class _Shas:
         self.old = json.loads(self.path.read_text()) if self.path.is_file() else {}
         self.new: dict[str, list] = {}
 
-    def get(self, root: Path, rel: str) -> tuple[int, str]:
+    def _hit(self, root: Path, rel: str) -> tuple[os.stat_result, list | None]:
         st = (root / rel).stat()
-        hit = self.old.get(rel)
-        if hit and hit[0] == st.st_size and hit[1] == st.st_mtime_ns:
-            sha = hit[2]
-        else:
-            sha = sha256_file(root / rel)
-        self.new[rel] = [st.st_size, st.st_mtime_ns, sha]
+        hit = self.new.get(rel) or self.old.get(rel)
+        return st, hit if hit and hit[0] == st.st_size and hit[1] == st.st_mtime_ns else None
+
+    def get(self, root: Path, rel: str) -> tuple[int, str]:
+        st, hit = self._hit(root, rel)
+        sha = hit[2] if hit else sha256_file(root / rel)
+        self.new[rel] = [st.st_size, st.st_mtime_ns, sha, hit[3] if hit and len(hit) > 3 else None]
         return st.st_size, sha
+
+    def totals(self, root: Path, rel: str) -> dict[str, Any]:
+        """A token shard's ok rows and token/frame/second totals, cached with its checksum."""
+        st, hit = self._hit(root, rel)
+        if hit and len(hit) > 3 and hit[3] is not None:
+            return hit[3]
+        t = _shard_totals(root / rel)
+        entry = self.new.get(rel) or [st.st_size, st.st_mtime_ns, sha256_file(root / rel), None]
+        entry[3] = t
+        self.new[rel] = entry
+        return t
 
     def save(self) -> None:
         write_json_atomic(self.path, self.new)
@@ -89,17 +102,21 @@ def _stage_entry(root: Path, unit: Unit, stage: str, shas: _Shas) -> dict[str, A
             "stats": _stats(rec), "shards": shards}
 
 
-def _totals(root: Path, shards: list[dict]) -> tuple[int, dict[str, Any]]:
-    rows, text, frames, audio_s = 0, 0, 0, 0.0
-    for s in shards:
-        t = pq.read_table(root / s["path"], columns=["status", "kind", "num_frames", "duration_s", "text_tokens"])
-        ok = t.filter(pc.equal(t["status"], "ok"))
-        rows += ok.num_rows
-        text += int(pc.sum(pc.list_value_length(ok["text_tokens"])).as_py() or 0)
-        speech = ok.filter(pc.equal(ok["kind"], "speech"))
-        frames += int(pc.sum(speech["num_frames"]).as_py() or 0)
-        audio_s += float(pc.sum(speech["duration_s"]).as_py() or 0.0)
-    return rows, {"text_tokens": text, "audio_frames": frames, "audio_s": round(audio_s, 3)}
+def _shard_totals(path: Path) -> dict[str, Any]:
+    t = pq.read_table(path, columns=["status", "kind", "num_frames", "duration_s", "text_tokens"])
+    ok = t.filter(pc.equal(t["status"], "ok"))
+    speech = ok.filter(pc.equal(ok["kind"], "speech"))
+    return {"rows": ok.num_rows,
+            "text_tokens": int(pc.sum(pc.list_value_length(ok["text_tokens"])).as_py() or 0),
+            "audio_frames": int(pc.sum(speech["num_frames"]).as_py() or 0),
+            "audio_s": float(pc.sum(speech["duration_s"]).as_py() or 0.0)}
+
+
+def _totals(root: Path, shards: list[dict], shas: _Shas) -> tuple[int, dict[str, Any]]:
+    per = [shas.totals(root, s["path"]) for s in shards]
+    return sum(p["rows"] for p in per), {"text_tokens": sum(p["text_tokens"] for p in per),
+                                         "audio_frames": sum(p["audio_frames"] for p in per),
+                                         "audio_s": round(sum(p["audio_s"] for p in per), 3)}
 
 
 def _models(root: Path, units: list[Unit]) -> dict[str, Any]:
@@ -126,7 +143,7 @@ def _split_entry(root: Path, unit: Unit, shas: _Shas) -> dict[str, Any]:
     states = {s["state"] for s in stages}
     final = stages[-1]
     assert final["stage"] == FINAL_STAGE
-    rows, totals = _totals(root, final["shards"])
+    rows, totals = _totals(root, final["shards"], shas)
     return {
         "name": unit.name, "role": unit.role, "kind": unit.kind, "weight": spec.weight,
         "source": getattr(spec, "source", None), "instruction": getattr(spec, "instruction", None),
