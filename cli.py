@@ -21,7 +21,7 @@ app.add_typer(prompts_app, name="prompts")
 
 PRODUCTION_MODEL = "mistralai/Mistral-Nemo-Instruct-2407"
 
-Model = Annotated[str, typer.Option("--model", help="Model of both roles: a hub id, a local folder, or builtin:smollm2 / builtin:tiny-mistral (offline).")]
+Model = Annotated[str, typer.Option("--model", help="Model of both roles: a hub id, a local folder, or builtin:smollm2 / builtin:tiny-mistral / builtin:nemo-shape (offline; the last is 12B random weights for GPU benchmarks).")]
 UserModel = Annotated[Optional[str], typer.Option("--user-model", help="Model of the questioning user role (default: --model).")]
 AssistantModel = Annotated[Optional[str], typer.Option("--assistant-model", help="Model of the answering assistant role (default: --model).")]
 Separate = Annotated[bool, typer.Option("--separate-engines", help="Give each role its own engine even when the models are equal.")]

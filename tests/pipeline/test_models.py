@@ -84,6 +84,33 @@ def test_tiny_mistral_folder(tiny, cache):
     assert len(tiny.fingerprint) == 16 and tiny.fingerprint == bm.fingerprint_dir(folder)
 
 
+NEMO_CHECK = """
+import json, sys
+from vllm.engine.arg_utils import AsyncEngineArgs
+if __name__ == "__main__":
+    cfg = AsyncEngineArgs(model=sys.argv[1], tokenizer_mode="mistral", load_format=sys.argv[2], max_model_len=8192,
+                          enforce_eager=True, enable_chunked_prefill=False).create_engine_config()
+    m, par = cfg.model_config, cfg.parallel_config
+    print(json.dumps([m.get_hidden_size(), m.get_num_layers(par), m.get_num_attention_heads(par), m.get_head_size(),
+                      m.get_num_kv_heads(par), m.hf_config.intermediate_size, m.get_vocab_size(),
+                      m.hf_config.rope_parameters["rope_theta"], cfg.load_config.load_format]))
+"""
+
+
+def test_nemo_shape_is_nemos_exact_shape_without_weights(cache):
+    nemo, _ = _resolve_in(cache, "builtin:nemo-shape")
+    folder = Path(nemo.path)
+    assert {p.name for p in folder.iterdir()} == {"config.json", "generation_config.json", "tekken.json", bm.MARKER}
+    assert (nemo.tokenizer_mode, nemo.quality, nemo.load_format, nemo.max_model_len) == (
+        "mistral", "random-weights", "dummy", 8192)
+    assert (folder / "tekken.json").read_bytes() == bm.tekken_source().read_bytes()
+    # vLLM reads the folder as the engine would (no weights loaded): Mistral-Nemo-Instruct-2407's shape
+    out = subprocess.run([sys.executable, "-c", NEMO_CHECK, str(folder), nemo.load_format], capture_output=True,
+                         text=True, cwd=REPO, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == [5120, 40, 32, 128, 8, 14336, 131072, 1e6, "dummy"]
+
+
 def test_tiny_mistral_second_resolve_is_fast_and_does_not_rebuild(tiny, cache):
     folder = Path(tiny.path)
     before = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
