@@ -1,0 +1,34 @@
+"""`make bench` end to end at toy size: the three arms run over the same requests and the last line is the JSON."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_benchmark_prints_comparable_arms_as_its_last_line(tmp_path):
+    cmd = [sys.executable, str(REPO / "bench" / "dialogue_throughput.py"), "--dialogues", "3", "--min-pairs", "1",
+           "--max-pairs", "2", "--min-tokens", "2", "--max-tokens", "5", "--lockstep-batch", "2", "--padded-lockstep",
+           "--max-model-len", "4096"]
+    env = {**os.environ, "SSVD_CACHE": os.environ.get("SSVD_CACHE", str(Path.home() / ".cache" / "ssvd"))}
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=tmp_path, env=env)
+    assert p.returncode == 0, p.stderr[-4000:]
+    r = json.loads(p.stdout.strip().splitlines()[-1])
+    assert (r["engine"], r["model"], r["device"], r["dialogues"]) == ("vllm", "builtin:tiny-mistral", "cpu", 3)
+    # 1..2 pairs, two messages each, every message 2..5 tokens (ignore_eos): the replays did the same work
+    assert 6 <= r["messages"] <= 12
+    assert 2 * r["messages"] <= r["completion_tokens"] <= 5 * r["messages"]
+    assert r["ceiling_detail"] == [{"elapsed_s": r["ceiling_detail"][0]["elapsed_s"],
+                                    "completion_tokens": r["completion_tokens"], "requests": r["messages"]}]
+    secs = r["seconds"]
+    assert all(secs[k] > 0 for k in ("ssvd", "ceiling", "lockstep", "lockstep_padded"))
+    assert r["ratio_vs_ceiling"] == round(secs["ceiling"] / secs["ssvd"], 3) or abs(
+        r["ratio_vs_ceiling"] - secs["ceiling"] / secs["ssvd"]) < 0.01
+    assert abs(r["lockstep_vs_ceiling"] - secs["lockstep"] / secs["ceiling"]) < 0.01
+    assert r["prompt_tokens"] > 100 * r["messages"]  # the real rendered instructions over fixture captions
+    assert 0 <= r["prefix_cache_hit_rate"] < 1
+    assert r["peak_rss_mib"]["driver"] > 0 and r["peak_rss_mib"]["worker"] > r["peak_rss_mib"]["driver"] / 2
