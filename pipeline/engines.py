@@ -11,10 +11,11 @@ prompt length is known exactly and identical prompts hit the prefix cache.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from typing import Any, Iterator, Protocol
 
 from pipeline.models import ResolvedModel
 
@@ -77,6 +78,47 @@ class Engine(Protocol):
     def close(self) -> None: ...
 
 
+CPU_BIND_ENV = "VLLM_CPU_OMP_THREADS_BIND"
+
+
+def cpu_cores_for(slot: tuple[int, int], cores: list[int] | None = None) -> list[int]:
+    """The CPU cores engine `slot = (index, count)` computes on: its share of this process's cores.
+
+    With more engines than cores, every engine gets all of them (they share)."""
+    cores = sorted(os.sched_getaffinity(0)) if cores is None else sorted(cores)
+    i, n = slot
+    if n <= 1 or len(cores) < n:
+        return cores
+    k, extra = divmod(len(cores), n)
+    start = i * k + min(i, extra)
+    return cores[start : start + k + (1 if i < extra else 0)]
+
+
+@contextlib.contextmanager
+def _cpu_binding(slot: tuple[int, int]) -> Iterator[str]:
+    """Bind the CPU engine's OpenMP threads to all of its cores while it starts (its processes inherit it).
+
+    vLLM's CPU backend otherwise reserves one core for its scheduler process and computes on the rest:
+    on a 2-core machine one core computes. Measured here (tiny-mistral, 128 requests): 491 tokens/s
+    with vLLM's binding, 885 with both cores. A binding the user set ($VLLM_CPU_OMP_THREADS_BIND) wins.
+    """
+    if os.environ.get(CPU_BIND_ENV):
+        yield os.environ[CPU_BIND_ENV]
+        return
+    binding = ",".join(map(str, cpu_cores_for(slot)))
+    keys = (CPU_BIND_ENV, "VLLM_CPU_NUM_OF_RESERVED_CPU")
+    before = {k: os.environ.get(k) for k in keys}
+    os.environ.update({CPU_BIND_ENV: binding, "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"})
+    try:
+        yield binding
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def _cuda_available() -> bool:
     try:
         import torch
@@ -96,10 +138,12 @@ class VllmEngine:
     _tokenizer: Any = None
     _ids: itertools.count = field(default_factory=itertools.count)
     _device: str = "cpu"
+    _cpu_cores: str | None = None  # the cores its OpenMP threads are bound to (CPU only)
     recorder: list | None = None  # benchmarks: every request as pipeline.replay.Request
 
     @classmethod
-    def create(cls, model: ResolvedModel, options: EngineOptions) -> "VllmEngine":
+    def create(cls, model: ResolvedModel, options: EngineOptions, cpu_slot: tuple[int, int] = (0, 1)) -> "VllmEngine":
+        """Start the engine. `cpu_slot = (index, count)`: on CPU, this engine computes on its share of the cores."""
         device = options.device
         if device == "auto":
             device = "cuda" if _cuda_available() else "cpu"
@@ -129,8 +173,10 @@ class VllmEngine:
             kwargs["enable_chunked_prefill"] = False
         else:
             kwargs["gpu_memory_utilization"] = options.gpu_memory_utilization
-        llm = AsyncLLM.from_engine_args(AsyncEngineArgs(**kwargs))
-        return cls(model=model, options=options, _llm=llm, _tokenizer=llm.get_tokenizer(), _device=device)
+        with _cpu_binding(cpu_slot) if device == "cpu" else contextlib.nullcontext() as cores:
+            llm = AsyncLLM.from_engine_args(AsyncEngineArgs(**kwargs))
+        return cls(model=model, options=options, _llm=llm, _tokenizer=llm.get_tokenizer(), _device=device,
+                   _cpu_cores=cores)
 
     def render(self, messages: list[dict]) -> list[int]:
         ids = self._tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
@@ -191,6 +237,7 @@ class VllmEngine:
             "model_quality": self.model.quality,
             "tokenizer_mode": self.model.tokenizer_mode,
             "load_format": self.model.load_format,
+            **({"cpu_cores": self._cpu_cores} if self._cpu_cores else {}),
         }
 
     def close(self) -> None:
@@ -271,9 +318,9 @@ class OpenAIEngine:
         self._client = None
 
 
-def create_engine(model: ResolvedModel, options: EngineOptions) -> Engine:
+def create_engine(model: ResolvedModel, options: EngineOptions, cpu_slot: tuple[int, int] = (0, 1)) -> Engine:
     if options.kind == "vllm":
-        return VllmEngine.create(model, options)
+        return VllmEngine.create(model, options, cpu_slot)
     if options.kind == "openai":
         return OpenAIEngine.create(model, options)
     raise ValueError(f"unknown engine {options.kind!r}: use 'vllm' or 'openai'")

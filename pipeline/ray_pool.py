@@ -59,11 +59,16 @@ class RayPool:
         )
         self.spec = spec
         self.size = workers
-        self.actors = [self._cls.remote(spec) for _ in range(workers)]
+        self.actors = [self._cls.remote(self._spec(w)) for w in range(workers)]
         self.infos = ray.get([a.info.remote() for a in self.actors])
         self._pending: dict[Any, tuple[int, list, Any]] = {}
         self._load = [0] * workers
         self.restarts = 0
+
+    def _spec(self, w: int) -> Any:
+        """Worker w's spec: specs with `for_worker(index, workers)` learn their place (CPU core shares)."""
+        for_worker = getattr(self.spec, "for_worker", None)
+        return for_worker(w, self.size) if for_worker else self.spec
 
     def inflight(self) -> int:
         return sum(len(p[1]) for p in self._pending.values())
@@ -102,7 +107,7 @@ class RayPool:
             self._ray.kill(self.actors[w])
         except Exception:
             pass
-        self.actors[w] = self._cls.remote(self.spec)
+        self.actors[w] = self._cls.remote(self._spec(w))
 
     def shutdown(self) -> None:
         for a in self.actors:

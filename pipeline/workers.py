@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pipeline.dialogues import DialogueConfig, generate_dialogue
 from pipeline.engines import EngineOptions, create_engine
@@ -25,6 +25,10 @@ class WorkerSpec:
     engine: EngineOptions
     dialogue: DialogueConfig
     separate_engines: bool = False
+    cpu_slot: tuple[int, int] = (0, 1)  # (worker index, workers): on CPU each worker's engine gets its share of cores
+
+    def for_worker(self, index: int, workers: int) -> "WorkerSpec":
+        return replace(self, cpu_slot=(index, workers))
 
 
 class DialogueWorker:
@@ -32,11 +36,12 @@ class DialogueWorker:
 
     def __init__(self, spec: WorkerSpec):
         self.spec = spec
-        user = create_engine(spec.user_model, spec.engine)
+        i, n = spec.cpu_slot
         if spec.assistant_model == spec.user_model and not spec.separate_engines:
-            assistant = user  # same weights: one engine, bigger batches
-        else:
-            assistant = create_engine(spec.assistant_model, spec.engine)
+            user = assistant = create_engine(spec.user_model, spec.engine, (i, n))  # same weights: bigger batches
+        else:  # two engines in this worker: each computes on half of its cores
+            user = create_engine(spec.user_model, spec.engine, (2 * i, 2 * n))
+            assistant = create_engine(spec.assistant_model, spec.engine, (2 * i + 1, 2 * n))
         self.engines = {"user": user, "assistant": assistant}
 
     async def info(self) -> dict:

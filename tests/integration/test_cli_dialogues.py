@@ -72,8 +72,13 @@ def test_dialogues_cli_writes_one_shard_per_input_shard(comb_run):
 
 def test_plan_and_text_do_not_depend_on_worker_count(comb_run, tmp_path):
     out, _ = comb_run
-    ssvd("dialogues", "--source", "pixmo", "--instruction", "COMB", "--input", FIX / "pixmo",
-         "--out", tmp_path, "--limit", 14, "--replicas", 2, "--seed", 7, "--workers", 2, "--max-inflight", 4, *TINY)
+    p = ssvd("dialogues", "--source", "pixmo", "--instruction", "COMB", "--input", FIX / "pixmo", "--out", tmp_path,
+             "--limit", 14, "--replicas", 2, "--seed", 7, "--workers", 2, "--max-inflight", 4, "--verbose", *TINY)
+    ready = [json.loads(line.split("worker ready: ", 1)[1]) for line in p.stderr.splitlines() if "worker ready: " in line]
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) >= 2:  # each worker's engine computes on its own share of the cores
+        shares = sorted(w["user"]["cpu_cores"] for w in ready)
+        assert len(shares) == 2 and sorted(",".join(shares).split(",")) == sorted(map(str, cores)), shares
     a = {r["id"]: r for r in rows(out)}
     b = {r["id"]: r for r in rows(tmp_path)}
     assert a.keys() == b.keys()

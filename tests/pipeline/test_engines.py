@@ -104,3 +104,39 @@ def test_recorded_requests_replay_to_the_same_work(tiny_engine, loop):
                 replay.lockstep(llm, recorded, 2, padded=True)):
         res = loop.run_until_complete(run)
         assert res["completion_tokens"] == total and res["requests"] == len(recorded)
+
+
+def _allowed_cpus_of_threads(pid: int) -> set[str]:
+    import glob
+
+    out = set()
+    for status in glob.glob(f"/proc/{pid}/task/*/status"):
+        with open(status) as f:
+            out |= {line.split()[1] for line in f if line.startswith("Cpus_allowed_list")}
+    return out
+
+
+def test_cpu_engine_computes_on_every_core(tiny_engine):
+    """vLLM's CPU default reserves a core for its scheduler; ours binds the model's threads to all cores."""
+    import os
+
+    import psutil
+
+    cores = sorted(os.sched_getaffinity(0))
+    assert tiny_engine.info()["cpu_cores"] == ",".join(map(str, cores))
+    assert "VLLM_CPU_OMP_THREADS_BIND" not in os.environ  # set only while the engine started
+    workers = [c for c in psutil.Process().children(recursive=True) if c.name() == "VLLM::Worker"]
+    assert workers
+    pinned = set().union(*(_allowed_cpus_of_threads(w.pid) for w in workers))
+    assert {str(c) for c in cores} <= pinned  # one OpenMP thread pinned on each core
+
+
+def test_cpu_cores_are_shared_out_between_engines():
+    from pipeline.engines import cpu_cores_for
+
+    cores = list(range(7))
+    shares = [cpu_cores_for((i, 3), cores) for i in range(3)]
+    assert shares == [[0, 1, 2], [3, 4], [5, 6]]
+    assert cpu_cores_for((0, 1), cores) == cores
+    assert cpu_cores_for((1, 4), [0, 1]) == [0, 1]  # more engines than cores: they share all
+    assert cpu_cores_for((1, 2), [0, 1]) == [1]
