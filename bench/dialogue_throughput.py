@@ -41,7 +41,8 @@ def parse() -> argparse.Namespace:
     p.add_argument("--max-pairs", type=int, default=16)
     p.add_argument("--min-tokens", type=int, default=16, help="shortest message target (tokens)")
     p.add_argument("--max-tokens", type=int, default=96, help="longest message target (tokens)")
-    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--workers", type=int, default=0,
+                   help="dialogue workers, one engine each (0: one per GPU, or 2 on a CPU with 2+ cores: measured best)")
     p.add_argument("--max-inflight", type=int, default=256)
     p.add_argument("--lockstep-batch", type=int, default=64)
     p.add_argument("--max-model-len", type=int, default=8192)
@@ -147,7 +148,10 @@ def main() -> None:
     stage = DialogueStage(source=source, instruction=a.instruction, run_seed=0, replicas=replicas, limit=limit,
                           dialogue=dcfg, models={"user": {"name": a.model}, "assistant": {"name": a.model}})
     init_ray(None)
-    gpus = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+    n_gpus = int(ray.cluster_resources().get("GPU", 0))
+    gpus = 1.0 if n_gpus > 0 else 0.0
+    if a.workers <= 0:
+        a.workers = n_gpus or min(2, os.cpu_count() or 1)
     log = lambda *x: print(*x, file=sys.stderr, flush=True)  # noqa: E731
 
     # --- ssvd: the real stage runner over Ray workers ---------------------------------------

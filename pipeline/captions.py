@@ -322,6 +322,20 @@ def _open_hub(source: str, input: str, hub_id: str, options: CaptionOptions) -> 
     return CaptionSource(source, input, "hub", shards, options, dataset=ds)
 
 
+def first_records(source: Any, limit: int | None) -> Iterator[tuple[int, Any]]:
+    """(shard index, record) of a source's first `limit` records (None: all), in shard order.
+
+    Works on any source with `shards` and `iter_shard` (captions, benchmarks); a rejection counts as a
+    record, since it stands for an input row."""
+    seen = 0
+    for shard in source.shards:
+        for rec in source.iter_shard(shard.index):
+            if limit is not None and seen >= limit:
+                return
+            seen += 1
+            yield shard.index, rec
+
+
 def open_source(source: str, input: str, options: CaptionOptions = CaptionOptions()) -> CaptionSource:
     """Resolve `input` (local file or directory, hub id, `hf://datasets/ID`, `hub:PATH_OR_ID`)."""
     if source not in SOURCES:

@@ -10,11 +10,10 @@ from dataclasses import asdict, dataclass
 from typing import Any, Iterator
 
 import prompts
-from pipeline.captions import CaptionSource
+from pipeline.captions import CaptionSource, first_records
 from pipeline.dialogues import DialogueConfig, dialogue_id, dialogue_seed
 from pipeline.types import (
     DIALOGUE_SCHEMA,
-    GENERIC,
     CaptionRejection,
     Dialogue,
     WorkItem,
@@ -77,17 +76,12 @@ class DialogueStage:
         if self.source is None:
             yield from self._generic_entries()
             return
-        seen = 0
-        for shard in self.source.shards:
-            for rec in self.source.iter_shard(shard.index):
-                if self.limit is not None and seen >= self.limit:
-                    return
-                seen += 1
-                for replica in range(self.replicas):
-                    if isinstance(rec, CaptionRejection):
-                        yield shard.index, self._rejection_row(shard.index, rec, replica)
-                    else:
-                        yield shard.index, self._item(shard.index, rec.row, caption=rec, replica=replica)
+        for shard, rec in first_records(self.source, self.limit):
+            for replica in range(self.replicas):
+                if isinstance(rec, CaptionRejection):
+                    yield shard, self._rejection_row(shard, rec, replica)
+                else:
+                    yield shard, self._item(shard, rec.row, caption=rec, replica=replica)
 
     def _generic_entries(self) -> Iterator[tuple[int, WorkItem]]:
         topics = self.topics or prompts.load_topics()

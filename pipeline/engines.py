@@ -242,8 +242,11 @@ class VllmEngine:
 
     def close(self) -> None:
         if self._llm is not None:
-            self._llm.shutdown()
-            self._llm = None
+            llm, self._llm = self._llm, None
+            llm.shutdown()
+            # AsyncLLM.__del__ shuts down again, often at interpreter exit when vLLM's module globals are
+            # already gone ("TypeError: 'NoneType' object is not callable"); once shut down, it has nothing to do
+            llm.shutdown = lambda *args, **kwargs: None
 
 
 @dataclass

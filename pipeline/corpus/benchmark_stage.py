@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 
 from pipeline.benchmarks import INSTRUCTION, BenchmarkSource
+from pipeline.captions import first_records
 from pipeline.types import DIALOGUE_SCHEMA, CaptionRejection, Dialogue, dialogue_to_row
 
 
@@ -27,13 +28,8 @@ class BenchmarkStage:
         return {"stage": self.name, "benchmark": self.source.describe(), "limit": self.limit}
 
     def entries(self) -> Iterator[tuple[int, dict]]:
-        seen = 0
-        for shard in self.source.shards:
-            for rec in self.source.iter_shard(shard.index):
-                if self.limit is not None and seen >= self.limit:
-                    return
-                seen += 1
-                yield shard.index, self._row(shard.index, rec)
+        for shard, rec in first_records(self.source, self.limit):
+            yield shard, self._row(shard, rec)
 
     def _row(self, shard: int, rec: Dialogue | CaptionRejection) -> dict:
         if isinstance(rec, CaptionRejection):

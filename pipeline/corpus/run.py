@@ -19,7 +19,7 @@ from typing import Any
 from pipeline.corpus import provenance
 from pipeline.corpus.layout import LOCK, MANIFEST_JSON, stage_dir
 from pipeline.corpus.plan import Unit, config_hash, corpus_config, units
-from pipeline.manifest import load_manifest
+from pipeline.manifest_load import load_manifest
 from pipeline.runstate import ConfigMismatch, _flatten, diff_keys, write_json_atomic
 
 log = logging.getLogger("ssvd")

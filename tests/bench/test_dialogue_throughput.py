@@ -22,8 +22,11 @@ def test_benchmark_prints_comparable_arms_as_its_last_line(tmp_path):
     # 1..2 pairs, two messages each, every message 2..5 tokens (ignore_eos): the replays did the same work
     assert 6 <= r["messages"] <= 12
     assert 2 * r["messages"] <= r["completion_tokens"] <= 5 * r["messages"]
-    assert r["ceiling_detail"] == [{"elapsed_s": r["ceiling_detail"][0]["elapsed_s"],
-                                    "completion_tokens": r["completion_tokens"], "requests": r["messages"]}]
+    assert r["workers"] == min(2, os.cpu_count() or 1)  # the default on a CPU: measured best here
+    detail = r["ceiling_detail"]  # each worker's engine replayed its own requests
+    assert len(detail) == r["workers"]
+    assert sum(d["completion_tokens"] for d in detail) == r["completion_tokens"]
+    assert sum(d["requests"] for d in detail) == r["messages"]
     secs = r["seconds"]
     assert all(secs[k] > 0 for k in ("ssvd", "ceiling", "lockstep", "lockstep_padded"))
     assert r["ratio_vs_ceiling"] == round(secs["ceiling"] / secs["ssvd"], 3) or abs(

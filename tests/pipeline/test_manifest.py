@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.manifest import Manifest, ManifestError, load_manifest
+from pipeline.manifest import Manifest, ManifestError
+from pipeline.manifest_load import load_manifest
 from pipeline.types import INSTRUCTIONS, SOURCES
 
 ROOT = Path(__file__).resolve().parents[2]
