@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pipeline.ray_pool import KeptPool, LocalPool, RayPool, init_ray
-from pipeline.runner import RunOptions, Summary, run_stage
+from pipeline.runner import RunOptions, Summary, finished_before, run_stage
 from pipeline.runstate import RunState
 from pipeline.speech_stage import SpeechStage
 from pipeline.speech_worker import SpeechSpec, SpeechWorker
@@ -51,9 +51,9 @@ def _pool(worker_cls, spec, args: PoolArgs):
 
 def _run(stage, out: Path, pool, opts: RunOptions, kept: bool) -> Summary:
     try:
-        summary = run_stage(stage, out, lambda: pool, opts)
+        summary = run_stage(stage, out, (lambda: pool) if pool is not None else _no_workers, opts)
     finally:
-        if not kept:
+        if not kept and pool is not None:
             pool.shutdown()
     if stage.input.unfinished:
         log.warning("input shards still in progress upstream were left for a later run: %s", stage.input.unfinished)
@@ -75,6 +75,16 @@ def _record_input_stats(out: Path, stage) -> None:
     write_json_atomic(state.path, rec)
 
 
+def _recorded(out: Path, stage_name: str) -> dict | None:
+    """The config of the last complete run of this stage in `out` (None: none)."""
+    rec = RunState(out, stage_name).load()
+    return rec.get("config") if rec and rec.get("state") == "complete" else None
+
+
+def _no_workers():
+    raise AssertionError("a finished stage asked for workers")
+
+
 def _get_pool(worker_cls, spec, args: PoolArgs, kept: KeptPool | None):
     if kept is None:
         return _pool(worker_cls, spec, args)
@@ -87,6 +97,11 @@ def speech(input_dir: Path, out: Path, spec: SpeechSpec, *, limit: int | None, p
            opts: RunOptions, kept: KeptPool | None = None) -> Summary:
     """`kept`: reuse (and keep) its pool across calls instead of starting and stopping one."""
     inp = open_stage_input(input_dir, ("dialogues",))
+    done = _recorded(out, "speech")
+    if done is not None:  # finished before: no need to start the TTS workers to learn that
+        stage = SpeechStage(inp, spec, tts=done.get("tts"), limit=limit)
+        if finished_before(stage, out, opts):
+            return _run(stage, out, None, opts, True)
     pool = _get_pool(SpeechWorker, spec, pool_args, kept)
     stage = SpeechStage(inp, spec, tts=pool.infos[0]["backends"], limit=limit)
     return _run(stage, out, pool, opts, kept is not None)
@@ -96,6 +111,12 @@ def tokens(input_dir: Path, out: Path, spec: TokenSpec, *, limit: int | None, po
            opts: RunOptions, kept: KeptPool | None = None) -> Summary:
     inp = open_stage_input(input_dir, ("speech", "dialogues"))
     check_kind(spec.kind, inp.stage)  # before starting any worker
+    done = _recorded(out, "tokens")
+    if done is not None:  # finished before: no need to load the codec to learn that
+        info = {"codec": done.get("codec"), "tokenizer": done.get("tokenizer")}
+        stage = TokenStage(inp, spec, workers_info=info, limit=limit)
+        if finished_before(stage, out, opts):
+            return _run(stage, out, None, opts, True)
     pool = _get_pool(TokenWorker, spec, pool_args, kept)
     info = pool.infos[0]
     stage = TokenStage(inp, spec, workers_info={"codec": info["codec"], "tokenizer": info["tokenizer"]}, limit=limit)

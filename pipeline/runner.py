@@ -233,6 +233,24 @@ def run_stage(stage: Stage, out_dir: Path, pool_factory, opts: RunOptions) -> Su
     return summary
 
 
+def finished_before(stage: Any, out_dir: Path, opts: RunOptions) -> bool:
+    """True when running `stage` (over an earlier stage's rows) into `out_dir` would only skip: its last
+    run there completed with the same config over the same, finished input shards, and neither
+    --overwrite nor --retry-failed is asked. Reads the run record only, so no worker is needed to know."""
+    from pipeline.runstate import config_hash, portable
+
+    if opts.overwrite or opts.retry_failed:
+        return False
+    rec = RunState(Path(out_dir), stage.name).load()
+    if not rec or rec.get("state") != "complete":
+        return False
+    if rec.get("config_hash") != config_hash(portable(stage.config(), out_dir)):
+        return False
+    seen = rec.get("input") or {}
+    return (not stage.input.unfinished and not seen.get("unfinished_input_shards")
+            and seen.get("input_shards") == [i for i, _ in stage.input.shards])
+
+
 def _has_failed(path: Path) -> bool:
     return "failed" in pq.read_table(path, columns=["status"]).column("status").to_pylist()
 

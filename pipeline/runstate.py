@@ -2,6 +2,7 @@
 
 A rerun into the same directory must use the same config (otherwise the shards would mix two
 different corpora); a different config is refused with the keys that differ, unless --overwrite.
+The input directory is recorded relative to the output directory, so a moved corpus resumes.
 """
 from __future__ import annotations
 
@@ -19,6 +20,16 @@ class ConfigMismatch(RuntimeError):
 def config_hash(config: dict) -> str:
     blob = json.dumps(config, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def portable(config: dict, out_dir: Path) -> dict:
+    """The config as recorded: JSON-normalised, with an absolute input directory made relative to the
+    output directory, so that a corpus moved or copied whole still resumes."""
+    config = json.loads(json.dumps(config, default=str))
+    inp = config.get("input")
+    if isinstance(inp, dict) and isinstance(inp.get("dir"), str) and os.path.isabs(inp["dir"]):
+        inp["dir"] = os.path.relpath(inp["dir"], Path(out_dir).resolve())
+    return config
 
 
 def _flatten(obj, prefix: str = "") -> dict:
@@ -58,9 +69,11 @@ class RunState:
         self.path.unlink(missing_ok=True)
 
     def begin(self, config: dict) -> None:
-        config = json.loads(json.dumps(config, default=str))  # normalise tuples etc.
+        config = portable(config, self.path.parent)  # normalise tuples etc., relative input dir
         h = config_hash(config)
         old = self.load()
+        if old and old.get("config_hash") != h and config_hash(portable(old.get("config", {}), self.path.parent)) == h:
+            old.update(config=config, config_hash=h)  # recorded before input dirs were relative: the same run
         if old and old.get("config_hash") != h:
             keys = diff_keys(old.get("config", {}), config)
             shown = ", ".join(

@@ -122,3 +122,14 @@ def test_a_failing_split_is_reported_and_the_others_go_on(tmp_path):
     by = {s["name"]: s for s in prov["splits"]}
     assert by["tallyqa"]["state"] == "complete" and by["tallyqa"]["rows"] >= 1
     assert by["ocrvqa"]["state"] == "pending" and prov["state"] == "partial"
+
+
+def test_rerun_of_a_finished_corpus_starts_no_workers(corpus_copy):
+    """Every step is found finished from the run records alone: no engine, TTS or codec is started."""
+    before = {p: p.stat().st_mtime_ns for p in corpus_copy.rglob("*.parquet")}
+    p = ssvd("run", TINY, "--out", corpus_copy, "--no-progress", "--verbose")
+    assert json.loads(p.stdout.strip().splitlines()[-1])["ok"] is True
+    assert "worker ready" not in p.stderr and "Starting to load model" not in p.stderr
+    assert {p: p.stat().st_mtime_ns for p in corpus_copy.rglob("*.parquet")} == before
+    status = ssvd("status", corpus_copy)
+    assert "pending" not in status.stdout and "interrupted" not in status.stdout
