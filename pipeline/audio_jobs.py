@@ -75,10 +75,16 @@ def _record_input_stats(out: Path, stage) -> None:
     write_json_atomic(state.path, rec)
 
 
-def _recorded(out: Path, stage_name: str) -> dict | None:
-    """The config of the last complete run of this stage in `out` (None: none)."""
-    rec = RunState(out, stage_name).load()
-    return rec.get("config") if rec and rec.get("state") == "complete" else None
+def _if_finished(out: Path, name: str, make_stage, opts: RunOptions) -> Summary | None:
+    """The summary of a stage finished before in `out`, found without starting any worker (None: work left).
+
+    The stage is rebuilt from the worker facts (TTS backends, codec, tokenizer) its run record holds,
+    `make_stage(recorded config)`, and `run_stage` then only skips."""
+    rec = RunState(out, name).load()
+    if not rec or rec.get("state") != "complete":
+        return None
+    stage = make_stage(rec.get("config") or {})
+    return _run(stage, out, None, opts, True) if finished_before(stage, out, opts, rec) else None
 
 
 def _no_workers():
@@ -97,27 +103,22 @@ def speech(input_dir: Path, out: Path, spec: SpeechSpec, *, limit: int | None, p
            opts: RunOptions, kept: KeptPool | None = None) -> Summary:
     """`kept`: reuse (and keep) its pool across calls instead of starting and stopping one."""
     inp = open_stage_input(input_dir, ("dialogues",))
-    done = _recorded(out, "speech")
-    if done is not None:  # finished before: no need to start the TTS workers to learn that
-        stage = SpeechStage(inp, spec, tts=done.get("tts"), limit=limit)
-        if finished_before(stage, out, opts):
-            return _run(stage, out, None, opts, True)
+    make = lambda facts: SpeechStage(inp, spec, tts=facts.get("tts"), limit=limit)  # noqa: E731
+    done = _if_finished(out, "speech", make, opts)
+    if done is not None:
+        return done
     pool = _get_pool(SpeechWorker, spec, pool_args, kept)
-    stage = SpeechStage(inp, spec, tts=pool.infos[0]["backends"], limit=limit)
-    return _run(stage, out, pool, opts, kept is not None)
+    return _run(make({"tts": pool.infos[0]["backends"]}), out, pool, opts, kept is not None)
 
 
 def tokens(input_dir: Path, out: Path, spec: TokenSpec, *, limit: int | None, pool_args: PoolArgs,
            opts: RunOptions, kept: KeptPool | None = None) -> Summary:
     inp = open_stage_input(input_dir, ("speech", "dialogues"))
     check_kind(spec.kind, inp.stage)  # before starting any worker
-    done = _recorded(out, "tokens")
-    if done is not None:  # finished before: no need to load the codec to learn that
-        info = {"codec": done.get("codec"), "tokenizer": done.get("tokenizer")}
-        stage = TokenStage(inp, spec, workers_info=info, limit=limit)
-        if finished_before(stage, out, opts):
-            return _run(stage, out, None, opts, True)
+    make = lambda facts: TokenStage(inp, spec, limit=limit,  # noqa: E731
+                                    workers_info={"codec": facts.get("codec"), "tokenizer": facts.get("tokenizer")})
+    done = _if_finished(out, "tokens", make, opts)
+    if done is not None:
+        return done
     pool = _get_pool(TokenWorker, spec, pool_args, kept)
-    info = pool.infos[0]
-    stage = TokenStage(inp, spec, workers_info={"codec": info["codec"], "tokenizer": info["tokenizer"]}, limit=limit)
-    return _run(stage, out, pool, opts, kept is not None)
+    return _run(make(pool.infos[0]), out, pool, opts, kept is not None)

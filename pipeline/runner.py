@@ -233,15 +233,14 @@ def run_stage(stage: Stage, out_dir: Path, pool_factory, opts: RunOptions) -> Su
     return summary
 
 
-def finished_before(stage: Any, out_dir: Path, opts: RunOptions) -> bool:
+def finished_before(stage: Any, out_dir: Path, opts: RunOptions, rec: dict | None) -> bool:
     """True when running `stage` (over an earlier stage's rows) into `out_dir` would only skip: its last
-    run there completed with the same config over the same, finished input shards, and neither
-    --overwrite nor --retry-failed is asked. Reads the run record only, so no worker is needed to know."""
+    run there (`rec`, its run record) completed with the same config over the same, finished input
+    shards, and neither --overwrite nor --retry-failed is asked. No worker is needed to know."""
     from pipeline.runstate import config_hash, portable
 
     if opts.overwrite or opts.retry_failed:
         return False
-    rec = RunState(Path(out_dir), stage.name).load()
     if not rec or rec.get("state") != "complete":
         return False
     if rec.get("config_hash") != config_hash(portable(stage.config(), out_dir)):
