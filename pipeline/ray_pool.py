@@ -5,9 +5,12 @@ A worker class has `info()` and `run(items) -> list[dict]` (sync or async). A wo
 """
 from __future__ import annotations
 
+import logging
 import os
 import time
 from typing import Any
+
+from pipeline.procguard import guarded
 
 # Environment the workers need (copied from the driver when set there).
 _FORWARD_ENV = ("VLLM_", "HF_", "HUGGING_FACE_", "SSVD_", "OPENAI_", "OMP_", "CUDA_VISIBLE_DEVICES", "TRANSFORMERS_")
@@ -25,19 +28,35 @@ def init_ray(address: str | None, *, verbose: bool = False) -> None:
     if ray.is_initialized():
         return
     env = {k: v for k, v in os.environ.items() if k.startswith(_FORWARD_ENV)}
+    # No address: always a new local cluster ("local"), never the last `ray start` cluster on this
+    # machine that Ray would otherwise join (two corpus runs on one machine must not share one).
     kwargs: dict[str, Any] = dict(
-        address=address or os.environ.get("RAY_ADDRESS") or None,
+        address=address or os.environ.get("RAY_ADDRESS") or "local",
         log_to_driver=verbose,
         runtime_env={"env_vars": env} if env else None,
         configure_logging=True,
         logging_level="INFO" if verbose else "WARNING",
     )
-    if not kwargs["address"]:
+    if kwargs["address"] == "local":
         kwargs["include_dashboard"] = False
         # Ray starts workers at niceness 15; on a busy CPU machine that halves the speed of CPU-bound
         # stages (measured: Mimi encode 10.8 s vs 4.4 s in-process). Our workers are the job itself.
         os.environ.setdefault("RAY_worker_niceness", "0")
-    ray.init(**kwargs)
+        if not verbose:  # Ray 2.60 turns token authentication on for a new local cluster and says so
+            # on every run ("Token authentication is enabled ..."): right for us, and not news.
+            logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
+    try:
+        ray.init(**kwargs)
+    except Exception as e:  # ray.exceptions.AuthenticationError, or ConnectionError after InvalidAuthToken
+        if kwargs["address"] != "local" and (isinstance(e, ConnectionError) or "auth" in str(e).lower()):
+            e.add_note(
+                f"ssvd tried to join the Ray cluster at {kwargs['address']!r} with RAY_AUTH_MODE="
+                f"{os.environ.get('RAY_AUTH_MODE', '(unset)')}. If Ray logged InvalidAuthToken or Unauthenticated: every node (`ray start --head`, each "
+                "`ray start --address=...`) and the ssvd driver must use the same mode: with token "
+                "authentication, set RAY_AUTH_MODE=token everywhere and give every node and the driver "
+                "the head's token (copy ~/.ray/auth_token, or set RAY_AUTH_TOKEN); or run all of them "
+                "with RAY_AUTH_MODE=disabled on a trusted network. See docs/cluster.md.")
+        raise
 
 
 class RayPool:
@@ -54,7 +73,7 @@ class RayPool:
 
             worker_cls = DialogueWorker
         self._ray = ray
-        self._cls = ray.remote(worker_cls).options(
+        self._cls = ray.remote(guarded(worker_cls)).options(
             num_cpus=cpus_per_worker, num_gpus=gpus_per_worker, max_concurrency=max_concurrency
         )
         self.spec = spec
