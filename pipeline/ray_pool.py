@@ -73,21 +73,48 @@ class RayPool:
 
             worker_cls = DialogueWorker
         self._ray = ray
-        self._cls = ray.remote(guarded(worker_cls)).options(
-            num_cpus=cpus_per_worker, num_gpus=gpus_per_worker, max_concurrency=max_concurrency
-        )
+        self._cls = ray.remote(guarded(worker_cls))
+        self._options = dict(num_cpus=cpus_per_worker, num_gpus=gpus_per_worker, max_concurrency=max_concurrency)
         self.spec = spec
         self.size = workers
-        self.actors = [self._cls.remote(self._spec(w)) for w in range(workers)]
+        self._pg, self._slots = None, [(w, workers) for w in range(workers)]
+        if gpus_per_worker == 0 and workers > 0:
+            self._place_on_cpu_nodes(workers, cpus_per_worker)
+        self.actors = [self._new_actor(w) for w in range(workers)]
         self.infos = ray.get([a.info.remote() for a in self.actors])
         self._pending: dict[Any, tuple[int, list, Any]] = {}
         self._load = [0] * workers
         self.restarts = 0
 
+    def _place_on_cpu_nodes(self, workers: int, cpus_per_worker: float) -> None:
+        """CPU workers ask for (almost) no CPU, so Ray alone would put them all on one node: spread them
+        over the cluster's nodes with a SPREAD placement group, and give each worker its slot among the
+        workers of its own node (its engine computes on that share of its node's cores)."""
+        from ray.util.placement_group import placement_group, placement_group_table
+
+        self._pg = placement_group([{"CPU": max(cpus_per_worker, 0.01)}] * workers, strategy="SPREAD")
+        self._ray.get(self._pg.ready())
+        nodes = placement_group_table(self._pg)["bundles_to_node_id"]
+        seen: dict[str, int] = {}
+        index = []
+        for w in range(workers):
+            index.append(seen.get(nodes[w], 0))
+            seen[nodes[w]] = index[-1] + 1
+        self._slots = [(index[w], seen[nodes[w]]) for w in range(workers)]
+
+    def _new_actor(self, w: int) -> Any:
+        options = dict(self._options)
+        if self._pg is not None:
+            from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+            options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(self._pg, placement_group_bundle_index=w)
+        return self._cls.options(**options).remote(self._spec(w))
+
     def _spec(self, w: int) -> Any:
-        """Worker w's spec: specs with `for_worker(index, workers)` learn their place (CPU core shares)."""
+        """Worker w's spec: specs with `for_worker(index, workers)` learn their place among the workers of
+        their node (CPU core shares)."""
         for_worker = getattr(self.spec, "for_worker", None)
-        return for_worker(w, self.size) if for_worker else self.spec
+        return for_worker(*self._slots[w]) if for_worker else self.spec
 
     def inflight(self) -> int:
         return sum(len(p[1]) for p in self._pending.values())
@@ -126,7 +153,7 @@ class RayPool:
             self._ray.kill(self.actors[w])
         except Exception:
             pass
-        self.actors[w] = self._cls.remote(self._spec(w))
+        self.actors[w] = self._new_actor(w)
 
     def shutdown(self) -> None:
         for a in self.actors:
@@ -134,6 +161,11 @@ class RayPool:
                 self._ray.kill(a)
             except Exception:
                 pass
+        if self._pg is not None:
+            from ray.util.placement_group import remove_placement_group
+
+            remove_placement_group(self._pg)
+            self._pg = None
 
 
 def _is_engine_death(e: Exception) -> bool:

@@ -42,6 +42,10 @@ def token_head(tmp_path_factory):
     subprocess.run([str(RAY), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}",
                     "--num-cpus=1", "--include-dashboard=false", f"--temp-dir={temp_dir}", "--disable-usage-stats"],
                    check=True, env=env, capture_output=True, timeout=180)
+    # a second node (its own raylet) on this machine, in the same token mode with the head's token
+    p = subprocess.run([str(RAY), "start", f"--address=127.0.0.1:{port}", "--node-ip-address=127.0.0.1",
+                        "--num-cpus=1", "--disable-usage-stats"], env=env, capture_output=True, text=True, timeout=180)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
     try:
         yield f"127.0.0.1:{port}", token
     finally:
@@ -53,7 +57,11 @@ def token_head(tmp_path_factory):
 def _join(address: str, **env_over: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH") and k != "RAY_ADDRESS"}
     env.update(env_over, PYTHONPATH=str(ROOT))
-    return subprocess.run([sys.executable, "-c", JOIN.format(address=address)], cwd=ROOT, env=env,
+    return _driver(JOIN.format(address=address), env)
+
+
+def _driver(code: str, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=300)
 
 
@@ -70,4 +78,50 @@ def test_join_with_the_token_mode_and_token_works(token_head):
     address, token = token_head
     p = _join(address, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token))
     assert p.returncode == 0, p.stderr[-3000:]
-    assert "CPUS 1.0" in p.stdout
+    assert "CPUS 2.0" in p.stdout  # both nodes joined
+
+
+SPREAD = """
+import json, os, ray
+from dataclasses import dataclass, replace
+from pipeline.ray_pool import RayPool, init_ray
+
+@dataclass(frozen=True)
+class Spec:
+    slot: tuple = (0, 1)
+    def for_worker(self, index, workers):
+        return replace(self, slot=(index, workers))
+
+class Where:
+    def __init__(self, spec):
+        self.spec = spec
+    def info(self):
+        return {{"node": ray.get_runtime_context().get_node_id(), "slot": list(self.spec.slot)}}
+    def run(self, items):
+        return items
+
+init_ray({address!r})
+pool = RayPool(Spec(), {workers}, worker_cls=Where, max_concurrency=1)
+print("INFOS", json.dumps(pool.infos))
+pool.shutdown()
+ray.shutdown()
+"""
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_cpu_workers_spread_over_the_nodes_with_per_node_core_slots(token_head, workers):
+    """CPU workers ask for almost no CPU, yet spread over both nodes; each engine's core share is its slot among
+    the workers of its own node (one worker alone on a node gets all of that node's cores)."""
+    import json
+    from collections import Counter
+
+    address, token = token_head
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token), "PYTHONPATH": str(ROOT)}
+    p = _driver(SPREAD.format(address=address, workers=workers), env)
+    assert p.returncode == 0, p.stderr[-3000:]
+    infos = json.loads(p.stdout.split("INFOS", 1)[1])
+    per_node = Counter(i["node"] for i in infos)
+    assert len(per_node) == 2 and sorted(per_node.values()) == ([1, 1] if workers == 2 else [1, 2])
+    for node, count in per_node.items():
+        slots = sorted(tuple(i["slot"]) for i in infos if i["node"] == node)
+        assert slots == [(k, count) for k in range(count)]
