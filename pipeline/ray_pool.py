@@ -92,8 +92,13 @@ class RayPool:
         workers of its own node (its engine computes on that share of its node's cores)."""
         from ray.util.placement_group import placement_group, placement_group_table
 
-        self._pg = placement_group([{"CPU": max(cpus_per_worker, 0.01)}] * workers, strategy="SPREAD")
-        self._ray.get(self._pg.ready())
+        cpus = max(cpus_per_worker, 0.01)
+        self._pg = placement_group([{"CPU": cpus}] * workers, strategy="SPREAD")
+        ready = self._pg.ready()
+        while not self._ray.wait([ready], timeout=60)[0]:  # an autoscaling cluster may still be adding nodes
+            logging.getLogger("ssvd").warning(
+                "waiting for the Ray cluster to fit %d workers of %g CPU each (cluster has %s CPU, %s free)",
+                workers, cpus, self._ray.cluster_resources().get("CPU", 0), self._ray.available_resources().get("CPU", 0))
         nodes = placement_group_table(self._pg)["bundles_to_node_id"]
         seen: dict[str, int] = {}
         index = []
