@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Iterator, Protocol
 
 from pipeline.models import ResolvedModel
+from pipeline.procguard import guard_descendants
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +206,7 @@ class VllmEngine:
             kwargs["enable_chunked_prefill"] = False
         else:
             kwargs["gpu_memory_utilization"] = options.gpu_memory_utilization
+        guard_descendants()  # the engine-core process dies with this one, however this one dies
         with _cpu_binding(cpu_slot) if device == "cpu" else contextlib.nullcontext() as cores:
             llm = AsyncLLM.from_engine_args(AsyncEngineArgs(**kwargs))
         return cls(model=model, options=options, _llm=llm, _tokenizer=llm.get_tokenizer(), _device=device,

@@ -10,7 +10,7 @@ import os
 import time
 from typing import Any
 
-from pipeline.procguard import guarded
+from pipeline.procguard import guard_descendants, guarded
 
 # Environment the workers need (copied from the driver when set there).
 _FORWARD_ENV = ("VLLM_", "HF_", "HUGGING_FACE_", "SSVD_", "OPENAI_", "OMP_", "CUDA_VISIBLE_DEVICES", "TRANSFORMERS_")
@@ -27,6 +27,7 @@ def init_ray(address: str | None, *, verbose: bool = False) -> None:
 
     if ray.is_initialized():
         return
+    guard_descendants()  # a local cluster's processes (and their engines) die with this driver
     env = {k: v for k, v in os.environ.items() if k.startswith(_FORWARD_ENV)}
     # No address: always a new local cluster ("local"), never the last `ray start` cluster on this
     # machine that Ray would otherwise join (two corpus runs on one machine must not share one).

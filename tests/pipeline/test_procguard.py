@@ -8,7 +8,6 @@ import time
 
 import pytest
 
-from pipeline.procguard import guard_process_group
 
 
 def _alive(pid: int) -> bool:
@@ -28,39 +27,54 @@ def _wait_gone(pid: int, timeout_s: float = 15.0) -> bool:
     return False
 
 
-LEADER = textwrap.dedent("""
+PARENT = textwrap.dedent("""
     import subprocess, sys, time
-    from pipeline.procguard import guard_process_group
-    guarded = {guard}
-    if guarded:
-        assert guard_process_group(poll_s=0.1)
+    from pipeline.procguard import guard_descendants
+    if {guard}:
+        assert guard_descendants(poll_s=0.1)
+    # a child, and a grandchild whose middle process exits (re-parented to init while the parent lives)
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
-    print(child.pid, flush=True)
+    middle = subprocess.Popen([sys.executable, "-c",
+        "import subprocess, sys; print(subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)']).pid)"],
+        stdout=subprocess.PIPE, text=True)
+    grandchild = int(middle.stdout.readline())
+    middle.wait()
+    time.sleep(0.5)  # the watchdog has seen both
+    print(child.pid, grandchild, flush=True)
     time.sleep(300)
 """)
 
 
 @pytest.mark.parametrize("guard", [True, False])
-def test_a_killed_group_leader_takes_its_children(guard):
-    """SIGKILL of the leader alone (as raylet or the OOM killer does): its child dies only when guarded."""
-    p = subprocess.Popen([sys.executable, "-c", LEADER.format(guard=guard)], stdout=subprocess.PIPE, text=True,
-                         start_new_session=True, cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
-    child = int(p.stdout.readline())
-    assert _alive(child)
+def test_a_killed_process_takes_its_descendants(guard):
+    """SIGKILL of the parent alone (the OOM killer, `timeout -s KILL`): its descendants die only when guarded."""
+    p = subprocess.Popen([sys.executable, "-c", PARENT.format(guard=guard)], stdout=subprocess.PIPE, text=True,
+                         cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+    pids = [int(x) for x in p.stdout.readline().split()]
+    assert all(_alive(x) for x in pids)
     p.kill()
     p.wait()
     try:
-        assert _wait_gone(child, 10.0) is guard
+        assert [_wait_gone(x, 10.0) for x in pids] == [guard, guard]
     finally:
-        if _alive(child):
-            os.kill(child, signal.SIGKILL)
+        for x in pids:
+            if _alive(x):
+                os.kill(x, signal.SIGKILL)
 
 
-def test_not_a_group_leader_is_left_alone():
-    """The test process is not its group's leader (pytest runs in the shell's job): no watchdog, no kill."""
-    if os.getpgid(0) == os.getpid():
-        pytest.skip("pytest is itself a process group leader here")
-    assert guard_process_group() is False
+def test_only_descendants_are_hit():
+    """The watchdog kills only processes with the start time it recorded: a process that is no descendant
+    (here: this test process and its other children) survives a guarded parent's death."""
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+    p = subprocess.Popen([sys.executable, "-c", PARENT.format(guard=True)], stdout=subprocess.PIPE, text=True,
+                         cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+    pids = [int(x) for x in p.stdout.readline().split()]
+    p.kill()
+    p.wait()
+    assert all(_wait_gone(x) for x in pids)
+    assert _alive(bystander.pid) and _alive(os.getpid())
+    bystander.kill()
+    bystander.wait()
 
 
 DRIVER = textwrap.dedent("""
@@ -72,7 +86,7 @@ DRIVER = textwrap.dedent("""
             self.child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
 
         def info(self):
-            return {"pid": os.getpid(), "child": self.child.pid, "pgid": os.getpgid(0)}
+            return {"pid": os.getpid(), "child": self.child.pid}
 
         def run(self, items):
             return items
@@ -86,7 +100,8 @@ DRIVER = textwrap.dedent("""
 
 def test_ray_actor_children_die_with_a_killed_driver_group():
     """SIGKILL of the driver's whole process group (preemption) takes the local cluster down; the actors
-    (each the leader of its own group) then exit, and no child of theirs may outlive them."""
+    (each in a process group of its own, which the kill does not reach) then exit, and no child of theirs
+    may outlive them."""
     import json
 
     root = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
@@ -95,7 +110,6 @@ def test_ray_actor_children_die_with_a_killed_driver_group():
     infos = json.loads(p.stdout.readline())
     children = [i["child"] for i in infos]
     try:
-        assert all(i["pgid"] == i["pid"] != p.pid for i in infos)  # each actor leads its own group
         assert all(_alive(c) for c in children)
         os.killpg(p.pid, signal.SIGKILL)
         p.wait()
