@@ -9,7 +9,7 @@ from trainer.adapters import Gate, GatedDecoderLayer, VisionAdapters
 from trainer.model import (AUDIO_VOCAB, TEXT_VOCAB, ModelConfig, build_model, load_backbone, load_image_encoder,
                            tiny_batch, tiny_configs)
 
-CFG = ModelConfig(image_size=32)
+CFG = ModelConfig(image_size=32, audio_codebooks=8)  # all 8 depth steps: compared with Moshi's own
 B, T = 2, 10
 
 
