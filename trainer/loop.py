@@ -113,20 +113,13 @@ def manifest_hash(data_dir: Path) -> str:
     return hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else ""
 
 
-def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(d, dict):
-        out = {}
-        for k, v in d.items():
-            out.update(_flat(v, f"{prefix}{k}."))
-        return out
-    return {prefix[:-1]: d}
-
-
 def config_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """`section.key: old -> new` for every setting that differs (lists and tuples compare equal)."""
-    a, b = _flat(json.loads(json.dumps(old, default=list))), _flat(json.loads(json.dumps(new, default=list)))
-    return [f"{k}: {a.get(k, '(unset)')!r} -> {b.get(k, '(unset)')!r}" for k in sorted(set(a) | set(b))
-            if a.get(k) != b.get(k)]
+    from pipeline.runstate import _flatten, diff_keys
+
+    old, new = json.loads(json.dumps(old, default=list)), json.loads(json.dumps(new, default=list))
+    a, b = _flatten(old), _flatten(new)
+    return [f"{k}: {a.get(k, '(unset)')!r} -> {b.get(k, '(unset)')!r}" for k in diff_keys(old, new)]
 
 
 def check_resume(run: dict[str, Any], ckpt: Path, *, config: dict[str, Any], world: int, manifest: str,
@@ -147,12 +140,6 @@ def check_resume(run: dict[str, Any], ckpt: Path, *, config: dict[str, Any], wor
     if errors:
         raise ValueError(f"cannot resume from {ckpt}:\n  " + "\n  ".join(errors) +
                          "\n  (or pick another --out to start a new run)")
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _allreduce_grads(params: list[torch.nn.Parameter], extra: list[float], world: int) -> list[float]:
@@ -196,9 +183,11 @@ def train(cfg: TrainConfig, data_dir: Path, run_dir: Path, *, resume: bool = Fal
     elif not resume and checkpoint.latest(run_dir) is not None:
         raise ValueError(f"{run_dir} already holds checkpoints: pass --resume to continue, or pick another --out")
     if d.main and saved is None:
-        _write_atomic(run_dir / "config.json", json.dumps(
-            {"config": cfg_dict, "data": str(Path(data_dir).resolve()), "manifest_sha256": manifest,
-             "world_size": d.world, "path": cfg.path}, indent=2))
+        from pipeline.runstate import write_json_atomic
+
+        write_json_atomic(run_dir / "config.json", {"config": cfg_dict, "data": str(Path(data_dir).resolve()),
+                                                    "manifest_sha256": manifest, "world_size": d.world,
+                                                    "path": cfg.path})
     missing = resolve_missing_images(cfg)
     data_cfg = dataclasses.replace(cfg.data, missing_images=missing)
 

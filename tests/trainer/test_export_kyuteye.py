@@ -23,13 +23,13 @@ FIXTURE = Path(__file__).parent / "fixtures" / "kyuteye_tiny_keys.json"
 
 
 @pytest.fixture(scope="module")
-def tiny_run(corpus_dir, tmp_path_factory):
+def tiny_run(handmade_corpus, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("export")
     data = yaml.safe_load((ROOT / "manifests" / "train-quickstart.yaml").read_text())
     data["train"].update(steps=2, eval_every=0, ckpt_every=0, lr=3e-2, warmup_steps=1)
     (tmp / "train.yaml").write_text(yaml.safe_dump(data))
     run = tmp / "run"
-    train(load_train_config(tmp / "train.yaml"), corpus_dir, run, progress=False)
+    train(load_train_config(tmp / "train.yaml"), handmade_corpus, run, progress=False)
     out = tmp / "moshivis.safetensors"
     r = subprocess.run([sys.executable, "-m", "cli", "export-adapters", str(run), "--format", "kyuteye",
                         "--backbone", "tiny", "--out", str(out)], cwd=ROOT, capture_output=True, text=True)

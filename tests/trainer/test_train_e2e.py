@@ -92,14 +92,14 @@ def test_checkpoints_hold_only_the_adapters(corpus_dir, tmp_path):
     assert set(adapters) == set(saved) and info["step"] == 2
 
 
-def test_resume_names_what_differs(corpus_dir, tmp_path):
+def test_resume_names_what_differs(handmade_corpus, tmp_path):
     import shutil
 
     cfg = _config(tmp_path, steps=4, eval_every=0, ckpt_every=0)
     run = tmp_path / "run"
-    train(cfg, corpus_dir, run, progress=False, stop_after=1)
+    train(cfg, handmade_corpus, run, progress=False, stop_after=1)
     other = tmp_path / "other-corpus"
-    shutil.copytree(corpus_dir, other)
+    shutil.copytree(handmade_corpus, other)
     man = json.loads((other / "manifest.json").read_text())
     man["weights"] = {k: (v * 2 if i == 0 else v) for i, (k, v) in enumerate(man["weights"].items())}
     (other / "manifest.json").write_text(json.dumps(man))
@@ -107,13 +107,13 @@ def test_resume_names_what_differs(corpus_dir, tmp_path):
         train(cfg, other, run, progress=False, resume=True)
     changed = _config(tmp_path, steps=4, eval_every=0, ckpt_every=0, lr=0.01)
     with pytest.raises(ValueError, match=r"config differs from the run's: train\.lr: 0\.003 -> 0\.01"):
-        train(changed, corpus_dir, run, progress=False, resume=True)
+        train(changed, handmade_corpus, run, progress=False, resume=True)
     config_json = (run / "config.json").read_text()
-    assert train(cfg, corpus_dir, run, progress=False, resume=True)["start"] == 1  # the same: continues
+    assert train(cfg, handmade_corpus, run, progress=False, resume=True)["start"] == 1  # the same: continues
     assert (run / "config.json").read_text() == config_json  # a resume does not rewrite it
 
 
-def test_a_real_encoder_with_a_wrong_image_root_fails_at_the_first_batch(corpus_dir, tmp_path):
+def test_a_real_encoder_with_a_wrong_image_root_fails_at_the_first_batch(handmade_corpus, tmp_path):
     """`missing_images: auto` is an error with a real (non-tiny) encoder: here a SigLIP saved to disk."""
     from transformers import SiglipVisionModel
 
@@ -127,10 +127,10 @@ def test_a_real_encoder_with_a_wrong_image_root_fails_at_the_first_batch(corpus_
     cfg.data.image_root = str(tmp_path / "no-images-here")
     cfg.data.missing_images = "auto"
     with pytest.raises(MissingImageError, match="no-images-here"):
-        train(cfg, corpus_dir, tmp_path / "run", progress=False)
+        train(cfg, handmade_corpus, tmp_path / "run", progress=False)
     assert not (tmp_path / "run" / "metrics.jsonl").read_text()  # not one step taken
     cfg.data.missing_images = "placeholder"  # an explicit choice still trains, and counts them per step
-    train(cfg, corpus_dir, tmp_path / "run2", progress=False)
+    train(cfg, handmade_corpus, tmp_path / "run2", progress=False)
     steps = [m for m in _metrics(tmp_path / "run2") if "loss" in m]
     assert steps and all(0 <= m["images_missing"] <= 2 for m in steps)  # batch_size 2
     assert sum(m["images_missing"] for m in steps) > 0  # no image found: placeholders, counted per step
