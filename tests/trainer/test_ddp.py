@@ -75,7 +75,7 @@ def test_same_losses_and_adapters_as_one_process_doing_both_ranks(ddp_run, handm
             for _ in range(ACCUM):
                 loss, _ = model.loss(next(it))
                 (loss / ACCUM).backward()
-                total += float(loss) / ACCUM
+                total += float(loss.detach()) / ACCUM
         for p in params:
             p.grad /= 2
         torch.nn.utils.clip_grad_norm_(params, o.grad_clip)
