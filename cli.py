@@ -483,6 +483,23 @@ def train(
         typer.echo(json.dumps(summary, default=str))
 
 
+@app.command("export-adapters")
+def export_adapters(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory of `ssvd train` (its newest checkpoint is exported).")],
+    out: Annotated[Path, typer.Option("--out", help="The .safetensors file to write (bf16, the full bundle).")],
+    fmt: Annotated[str, typer.Option("--format", help="kyuteye: the layout Kyutai's PyTorch MoshiVis loads.")] = "kyuteye",
+    backbone: Annotated[Optional[str], typer.Option("--backbone", help="The Moshi the adapters go with: a transformers id/path (default: the run's model.backbone) or Kyutai's moshi model.safetensors.")] = None,
+) -> None:
+    """Export trained adapters with their backbone and SigLIP as one checkpoint Kyutai's MoshiVis loads (docs/trainer.md)."""
+    from trainer.export_kyuteye import export_adapters as run_export
+
+    _setup(False)
+    try:
+        typer.echo(json.dumps(run_export(run_dir, out, backbone=backbone, fmt=fmt), default=str))
+    except (ValueError, FileNotFoundError, OSError) as e:
+        _fail(e)
+
+
 @prompts_app.command("show")
 def prompts_show(
     instruction: Annotated[str, typer.Argument(help="COMB LOC PROP NUM TS1 TS2 LEAD1 LEAD2 or GENERIC.")],

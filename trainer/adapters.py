@@ -10,7 +10,7 @@ self-attention and the feed-forward block:
   dimension, then through the K/V projections: once per sample and forward, shared by every layer;
 * Q/K/V/O are one set shared by all layers (`sharing="qkvo"`, the paper's choice) or only K/V are
   shared and every layer has its own Q/O (`sharing="kv"`);
-* every layer has its own input RMSNorm `norm_l`;
+* every layer has its own input RMSNorm `norm_l` (the release's variance-based RMSNorm, `XaRMSNorm`);
 * the gate is a self-gate on the cross-attention output, as in Kyutai's release: a 2-layer MLP
   dim -> dim/8 -> dim (no biases, ReLU) and a sigmoid shifted by `gate_init_bias` (-4: ~0.018),
   whose last layer starts at zero so every gate starts at exactly sigmoid(gate_init_bias);
@@ -31,10 +31,29 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
-from transformers.models.moshi.modeling_moshi import MoshiRMSNorm
 
 GATINGS = ("per_layer", "shared", "none")
 SHARINGS = ("qkvo", "kv")
+
+
+class XaRMSNorm(nn.Module):
+    """The RMSNorm of Kyutai's release for the adapters (kyuteye_pt `modules/utils.py`, `RMSNorm` with
+    `use_var=True`): `x * weight / sqrt(eps + var(x))` over the last dim (torch's unbiased variance),
+    computed in float32. The release builds `norm_cross` with the LM's norm `rms_norm_f32` (eps 1e-8)
+    and `norm_xa` with `rms_norm` (eps 1e-5); the weight is the release's `alpha` ([1, 1, d] there)."""
+
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = x.float()
+        var = self.eps + xf.var(dim=-1, keepdim=True)
+        return (xf * (self.weight.float() * torch.rsqrt(var))).to(x.dtype)
+
+
+NORM_CROSS_EPS, NORM_XA_EPS = 1e-8, 1e-5  # the release's rms_norm_f32 / rms_norm
 
 
 class ImageKV(NamedTuple):
@@ -73,8 +92,7 @@ class VisionAdapters(nn.Module):
     """All trainable parameters of MoshiVis: image projection, cross-attention, norms, gates."""
 
     def __init__(self, dim: int, num_heads: int, num_layers: int, image_dim: int, *, gating: str = "per_layer",
-                 sharing: str = "qkvo", gate_hidden_div: int = 8, gate_init_bias: float = -4.0,
-                 eps: float = 1e-6):
+                 sharing: str = "qkvo", gate_hidden_div: int = 8, gate_init_bias: float = -4.0):
         super().__init__()
         if gating not in GATINGS:
             raise ValueError(f"gating={gating!r}; valid: {', '.join(GATINGS)}")
@@ -86,7 +104,7 @@ class VisionAdapters(nn.Module):
         self.head_dim = dim // num_heads
         self.gating, self.sharing = gating, sharing
         self.image_proj = nn.Linear(image_dim, dim)
-        self.image_norm = MoshiRMSNorm(dim, eps=eps)
+        self.image_norm = XaRMSNorm(dim, NORM_XA_EPS)
         self.k_proj = nn.Linear(dim, dim, bias=False)
         self.v_proj = nn.Linear(dim, dim, bias=False)
         if sharing == "qkvo":
@@ -95,7 +113,7 @@ class VisionAdapters(nn.Module):
         else:
             self.q_projs = nn.ModuleList(nn.Linear(dim, dim, bias=False) for _ in range(num_layers))
             self.o_projs = nn.ModuleList(nn.Linear(dim, dim, bias=False) for _ in range(num_layers))
-        self.norms = nn.ModuleList(MoshiRMSNorm(dim, eps=eps) for _ in range(num_layers))
+        self.norms = nn.ModuleList(XaRMSNorm(dim, NORM_CROSS_EPS) for _ in range(num_layers))
         if gating == "per_layer":
             self.gates = nn.ModuleList(Gate(dim, gate_hidden_div, gate_init_bias) for _ in range(num_layers))
         elif gating == "shared":

@@ -1,14 +1,20 @@
-"""Checkpoints that hold only the adapters (+ optimizer, schedule, loader position, RNG, step).
+"""Checkpoints that hold only the adapters (+ optimizer, schedule, loader position, RNG, step), read without pickle.
 
     RUN_DIR/checkpoints/step-000050/adapters.safetensors   adapter weights only
-    RUN_DIR/checkpoints/step-000050/state.pt               optimizer, scheduler, loader, rng, step
+    RUN_DIR/checkpoints/step-000050/state.pt               optimizer, scheduler, RNG states, step: tensors,
+                                                           numbers, strings, lists and dicts only, so
+                                                           torch.load(weights_only=True) reads it
+    RUN_DIR/checkpoints/step-000050/run.json               loader position of every rank, world size, the
+                                                           corpus manifest hash, the config hash (JSON)
     RUN_DIR/checkpoints/latest                             name of the newest complete checkpoint
 
 A checkpoint is written into a temporary folder and renamed when complete; `latest` is replaced
-atomically afterwards, so a run killed at any moment resumes from the last complete one.
+atomically afterwards, so a run killed at any moment resumes from the last complete one. Nothing in a
+checkpoint is unpickled: `state.pt` is read with `weights_only=True`, the rest is safetensors and JSON.
 """
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
@@ -24,7 +30,28 @@ def ckpt_root(run_dir: Path) -> Path:
     return Path(run_dir) / "checkpoints"
 
 
-def save(run_dir: Path, step: int, adapters: dict[str, torch.Tensor], state: dict[str, Any], keep: int) -> Path:
+def rng_state() -> dict[str, Any]:
+    """Python, numpy and torch RNG states as tensors, numbers and lists (weights_only-loadable)."""
+    py = random.getstate()  # (version, tuple of 625 ints, gauss_next)
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"python": {"version": py[0], "state": torch.tensor(py[1], dtype=torch.int64), "gauss": py[2]},
+            "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                      "has_gauss": int(has_gauss), "cached": float(cached)},
+            "torch": torch.get_rng_state()}
+
+
+def set_rng_state(rng: dict[str, Any]) -> None:
+    py = rng["python"]
+    random.setstate((py["version"], tuple(int(x) for x in py["state"].tolist()), py["gauss"]))
+    n = rng["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    torch.set_rng_state(rng["torch"])
+
+
+def save(run_dir: Path, step: int, adapters: dict[str, torch.Tensor], state: dict[str, Any], keep: int,
+         run: dict[str, Any] | None = None) -> Path:
+    """`state`: optimizer / scheduler state dicts (tensors and plain values); `run`: JSON-serialisable
+    (loader positions, world size, hashes)."""
     root = ckpt_root(run_dir)
     root.mkdir(parents=True, exist_ok=True)
     name = f"step-{step:06d}"
@@ -32,9 +59,8 @@ def save(run_dir: Path, step: int, adapters: dict[str, torch.Tensor], state: dic
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     save_file({k: v.detach().contiguous().cpu() for k, v in adapters.items()}, str(tmp / "adapters.safetensors"))
-    state = dict(state, step=step, rng={"python": random.getstate(), "numpy": np.random.get_state(),
-                                        "torch": torch.get_rng_state()})
-    torch.save(state, tmp / "state.pt")
+    torch.save(dict(state, step=step, rng=rng_state()), tmp / "state.pt")
+    (tmp / "run.json").write_text(json.dumps(dict(run or {}, step=step), indent=1, sort_keys=True))
     final = root / name
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
@@ -55,12 +81,23 @@ def latest(run_dir: Path) -> Path | None:
     return d if (d / "state.pt").is_file() else None
 
 
-def load(ckpt: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def read(ckpt: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:
+    """(adapters, state, run) of a checkpoint, without unpickling anything and without touching the RNGs."""
     adapters = load_file(str(ckpt / "adapters.safetensors"))
-    state = torch.load(ckpt / "state.pt", weights_only=False)
-    rng = state.get("rng") or {}
-    if rng:
-        random.setstate(rng["python"])
-        np.random.set_state(rng["numpy"])
-        torch.set_rng_state(rng["torch"])
-    return adapters, state
+    try:
+        state = torch.load(ckpt / "state.pt", weights_only=True, map_location="cpu")
+    except Exception as e:  # an old checkpoint (pickled numpy state) or a foreign file: never unpickled
+        raise ValueError(f"{ckpt / 'state.pt'}: not loadable with weights_only=True ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0][:200]}); checkpoints of older versions cannot be resumed: "
+                         "start a new run") from None
+    run_p = ckpt / "run.json"
+    run = json.loads(run_p.read_text()) if run_p.is_file() else {}
+    return adapters, state, run
+
+
+def load(ckpt: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:
+    """`read` and restore the RNG states saved with it."""
+    adapters, state, run = read(ckpt)
+    if state.get("rng"):
+        set_rng_state(state["rng"])
+    return adapters, state, run

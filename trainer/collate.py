@@ -40,11 +40,13 @@ def collate_speech(rows: Sequence[dict], *, delays: Sequence[int] = MOSHI_DELAYS
                    text_pad_weight: float = 0.5) -> dict[str, np.ndarray]:
     """Speech rows (undelayed `text_tokens` [T_i], `audio_codes` [K, T_i]) -> numpy arrays:
     text [B, T], audio [B, K, T] (delays applied, -1 elsewhere), text_weight [B, T], audio_mask
-    [B, K, T], visual [B, T], lengths [B]; T = max T_i + max(delays)."""
+    [B, K, T], visual [B, T], lengths [B]; T = max T_i. A codebook delayed by d is shifted right by d within
+    its row's frames: its last d frames fall off, as in Moshi's (and moshi-finetune's) training, so no frame
+    is added past the row's end (its inputs would be all zero tokens, which the frozen Moshi never saw)."""
     delays = np.asarray(delays, np.int64)
     k = len(delays) - 1
     lens = [len(r["text_tokens"]) for r in rows]
-    b, t = len(rows), max(lens) + int(delays.max())
+    b, t = len(rows), max(lens)
     text = np.full((b, t), ZERO_TOKEN, np.int64)
     audio = np.full((b, k, t), ZERO_TOKEN, np.int64)
     mask = np.zeros((b, k, t), bool)
@@ -67,8 +69,9 @@ def collate_speech(rows: Sequence[dict], *, delays: Sequence[int] = MOSHI_DELAYS
         w[tt == ZERO_TOKEN] = 0.0
         weight[i, dt:dt + n] = w
         for d, ks in groups:
-            audio[i, ks, d:d + n] = codes[ks]
-            mask[i, ks, d:d + n] = True
+            if d < n:
+                audio[i, ks, d:n] = codes[ks, :n - d]
+                mask[i, ks, d:n] = True
         vs = int(r.get("visual_start_frame", 0))
         ve = int(r.get("visual_end_frame", n))
         visual[i, vs:ve] = True

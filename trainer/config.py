@@ -77,6 +77,21 @@ def _section(cls, raw: Any, name: str, errors: list[str]):
         return None
 
 
+def _moshi_delays() -> tuple[int, ...]:
+    from trainer.collate import MOSHI_DELAYS
+
+    return tuple(MOSHI_DELAYS)
+
+
+def resolve_missing_images(cfg: TrainConfig) -> str:
+    """`data.missing_images: auto` -> "error" with a real image encoder (a wrong image_root must fail at the
+    first batch, not train on flat colours), "placeholder" with the tiny test encoder."""
+    m = cfg.data.missing_images
+    if m == "auto":
+        return "placeholder" if cfg.model.image_encoder == "tiny" else "error"
+    return m
+
+
 def load_train_config(path: str | Path) -> TrainConfig:
     from trainer.data import DataConfig
     from trainer.model import ModelConfig
@@ -106,6 +121,9 @@ def load_train_config(path: str | Path) -> TrainConfig:
     for sec in (dcfg, model):
         if sec is not None and hasattr(sec, "errors"):
             errors += sec.errors()
+    if dcfg is not None and tuple(dcfg.delays) != _moshi_delays():
+        errors.append(f"data.delays {list(dcfg.delays)} differ from the model's (Moshi's {list(_moshi_delays())}, "
+                      "trainer/collate.py MOSHI_DELAYS): the model undoes Moshi's delays; remove data.delays")
     if model is not None and dcfg is not None and model.image_size != dcfg.image_size:
         errors.append(f"data.image_size {dcfg.image_size} differs from model.image_size {model.image_size}: "
                       "the loader resizes images to what the encoder takes; set both to the same value")

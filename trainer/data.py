@@ -17,7 +17,7 @@
   kind, so a checkpoint (taken between batches) never has a half-built batch to save.
 * Speech samples of visual splits go through `augment.concat_augment` with the global sample counter
   as `step` (the generic window advances by 2 rows after each augmented sample); then rows longer than
-  `max_frames - max(delays)` frames (text rows: `max_text_tokens` tokens) are cropped, keeping the
+  `max_frames` frames (text rows: `max_text_tokens` tokens) are cropped, keeping the
   beginning: at the last turn start that keeps at least half of the limit, else exactly at the limit.
 * Collation (numpy, then `torch.from_numpy`): Moshi's per-codebook delays, padding with the zero
   token -1 to the batch's length, loss weights and masks, images resized for the encoder
@@ -61,13 +61,13 @@ class DataConfig:
     p_concat: float = 0.5  # probability of the generic prefix + suffix around a visual speech sample
     text_pad_weight: float = 0.5  # text loss weight of padding tokens in the text stream (moshi-finetune's)
     text_pad_ids: tuple[int, ...] = (3, 0)  # the text stream's pad and end-of-padding ids (both weighted so)
-    max_frames: int = 3000  # most time steps of a speech batch, delays included (Moshi's context)
+    max_frames: int = 3000  # most time steps of a speech batch (Moshi's context)
     max_text_tokens: int = 2048  # most tokens of a text row
     image_size: int = 448  # PaliGemma 2 SigLIP at 448 px, as MoshiVis
     image_root: str | list[str] | None = None
     image_mean: tuple[float, float, float] = (0.5, 0.5, 0.5)  # SigLIP
     image_std: tuple[float, float, float] = (0.5, 0.5, 0.5)
-    missing_images: str = "placeholder"  # placeholder | error
+    missing_images: str = "auto"  # auto (train: error with a real encoder, placeholder with "tiny") | placeholder | error
     seed: int = 0
     eval_rows: int = 8  # first N ok rows of each split's first shard held out (all but one at most)
     shuffle_buffer: int = 16  # rows per split
@@ -104,8 +104,8 @@ class DataConfig:
             e.append(f"data.image_size: must be >= 1, got {self.image_size}")
         if len(self.image_mean) != 3 or len(self.image_std) != 3 or min(self.image_std) <= 0:
             e.append("data.image_mean / data.image_std: three numbers each, std > 0")
-        if self.missing_images not in ("placeholder", "error"):
-            e.append(f"data.missing_images: 'placeholder' or 'error', got {self.missing_images!r}")
+        if self.missing_images not in ("auto", "placeholder", "error"):
+            e.append(f"data.missing_images: 'auto', 'placeholder' or 'error', got {self.missing_images!r}")
         if self.eval_rows < 0 or self.shuffle_buffer < 0 or self.generic_pool < 1 or self.row_group_cache_mib < 0:
             e.append("data.eval_rows, data.shuffle_buffer, data.row_group_cache_mib: must be >= 0; "
                      "data.generic_pool: >= 1")
@@ -276,7 +276,8 @@ class CorpusLoader:
         self._image_arrays = _ArrayPool()
         self.rng = np.random.Generator(np.random.PCG64(self.cfg.seed))
         self.images = ImageLoader(self.cfg.image_root, self.cfg.image_size, self.cfg.image_mean, self.cfg.image_std,
-                                  self.cfg.missing_images)
+                                  # "auto" outside the trainer (which resolves it by encoder): placeholders
+                                  "placeholder" if self.cfg.missing_images == "auto" else self.cfg.missing_images)
         self.samples = 0
         self.batches = 0
         self.counters = {"speech_batches": 0, "text_batches": 0, "augmented": 0, "cropped": 0}
@@ -327,14 +328,14 @@ class CorpusLoader:
         if info["kind"] == "speech":
             if augment and info["role"] != "generic":
                 row = concat_augment(row, self.generic, p_concat=self.cfg.p_concat, seed=self.cfg.seed,
-                                     step=self.samples, max_frames=self.cfg.max_frames - max(self.cfg.delays))
+                                     step=self.samples, max_frames=self.cfg.max_frames)
                 if row["augment"]:
                     self.counters["augmented"] += 1
                     self.generic.advance(2)
             else:
                 n = len(row["text_tokens"])
                 row = {**row, "visual_start_frame": 0, "visual_end_frame": 0 if info["role"] == "generic" else n}
-            row, cut = crop_row(row, self.cfg.max_frames - max(self.cfg.delays))
+            row, cut = crop_row(row, self.cfg.max_frames)
         else:
             row, cut = crop_row(row, self.cfg.max_text_tokens)
         self.counters["cropped"] += cut
@@ -352,6 +353,8 @@ class CorpusLoader:
             self.images.load(r.get("image"), row_id=r.get("id", ""), split=r.get("split", ""), out=img[i])
         out["image"] = img
         batch = {"kind": kind, **_torch(out)}
+        if kind == "speech":
+            batch["delays"] = tuple(c.delays)  # the model checks that it undoes these
         batch["ids"] = [r["id"] for r in rows]
         batch["splits"] = [r["split"] for r in rows]
         return batch

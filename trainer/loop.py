@@ -10,6 +10,7 @@ the shards; otherwise one process (CPU or one GPU).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import math
@@ -106,10 +107,63 @@ def _check_frozen(model, params: list[torch.nn.Parameter]) -> None:
                              f"{len(adapters)} adapter parameters")
 
 
+def manifest_hash(data_dir: Path) -> str:
+    """sha256 of the corpus' manifest.json (its splits, weights and shard lists): another --data, another hash."""
+    p = Path(data_dir) / "manifest.json"
+    return hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else ""
+
+
+def config_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """`section.key: old -> new` for every setting that differs (lists and tuples compare equal)."""
+    from pipeline.runstate import _flatten, diff_keys
+
+    old, new = json.loads(json.dumps(old, default=list)), json.loads(json.dumps(new, default=list))
+    a, b = _flatten(old), _flatten(new)
+    return [f"{k}: {a.get(k, '(unset)')!r} -> {b.get(k, '(unset)')!r}" for k in diff_keys(old, new)]
+
+
+def check_resume(run: dict[str, Any], ckpt: Path, *, config: dict[str, Any], world: int, manifest: str,
+                 data_dir: Path) -> None:
+    """Refuse, naming the difference, a resume that cannot continue the checkpoint's run."""
+    errors = []
+    if run.get("world_size", world) != world:
+        errors.append(f"world size: the run was trained on {run['world_size']} process(es), this resume has {world}: "
+                      f"each rank's loader position belongs to its rank; resume with "
+                      f"torchrun --nproc-per-node {run['world_size']} (or 1 process if it was 1)")
+    if run.get("manifest_sha256", manifest) != manifest:
+        errors.append(f"--data {data_dir}: another corpus than the run's ({run.get('data')}): manifest.json sha256 "
+                      f"{manifest[:12]} != {run['manifest_sha256'][:12]}; resume with the same --data")
+    if "config" in run:
+        diff = config_diff(run["config"], config)
+        if diff:
+            errors.append("config differs from the run's: " + "; ".join(diff))
+    if errors:
+        raise ValueError(f"cannot resume from {ckpt}:\n  " + "\n  ".join(errors) +
+                         "\n  (or pick another --out to start a new run)")
+
+
+def _allreduce_grads(params: list[torch.nn.Parameter], extra: list[float], world: int) -> list[float]:
+    """One all-reduce per optimizer step: the adapters' gradients (averaged) and a few scalars (summed), packed
+    into one flat buffer. The frozen model is never reduced or broadcast."""
+    import torch.distributed as dist
+
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.reshape(-1) for g in grads] + [torch.tensor(extra, dtype=grads[0].dtype, device=grads[0].device)])
+    dist.all_reduce(flat)
+    n = flat.numel() - len(extra)
+    flat_g = flat[:n] / world
+    off = 0
+    for p, g in zip(params, grads):
+        p.grad = flat_g[off:off + g.numel()].view_as(g).clone()
+        off += g.numel()
+    return flat[n:].tolist()
+
+
 def train(cfg: TrainConfig, data_dir: Path, run_dir: Path, *, resume: bool = False, progress: bool = True,
           stop_after: int | None = None) -> dict[str, Any]:
     """Train; returns a summary. `stop_after`: stop (with a checkpoint) after that many steps in total,
     as if interrupted there — `--resume` continues the same schedule."""
+    from trainer.config import resolve_missing_images
     from trainer.data import CorpusLoader
     from trainer.model import build_model
 
@@ -119,39 +173,47 @@ def train(cfg: TrainConfig, data_dir: Path, run_dir: Path, *, resume: bool = Fal
     run_dir.mkdir(parents=True, exist_ok=True)
     opt_cfg = cfg.train
     torch.manual_seed(opt_cfg.seed)
-    cfg_path = run_dir / "config.json"
-    resolved = {"config": cfg.to_dict(), "data": str(Path(data_dir).resolve())}
+    cfg_dict = json.loads(json.dumps(cfg.to_dict(), default=list))
+    manifest = manifest_hash(data_dir)
     ckpt = checkpoint.latest(run_dir) if resume else None
-    if resume and cfg_path.is_file():
-        old = json.loads(cfg_path.read_text())
-        if old["config"] != json.loads(json.dumps(resolved["config"], default=list)):
-            raise ValueError(f"{run_dir} was trained with another config; resume with {old.get('path') or 'it'} "
-                             f"or pick another --out")
+    saved: tuple | None = None
+    if ckpt is not None:  # every rank reads the (immutable) checkpoint, never config.json, which rank 0 writes
+        saved = checkpoint.load(ckpt)
+        check_resume(saved[2], ckpt, config=cfg_dict, world=d.world, manifest=manifest, data_dir=Path(data_dir))
     elif not resume and checkpoint.latest(run_dir) is not None:
         raise ValueError(f"{run_dir} already holds checkpoints: pass --resume to continue, or pick another --out")
-    if d.main:
-        cfg_path.write_text(json.dumps(dict(resolved, path=cfg.path), indent=2, default=list))
+    if d.main and saved is None:
+        from pipeline.runstate import write_json_atomic
+
+        write_json_atomic(run_dir / "config.json", {"config": cfg_dict, "data": str(Path(data_dir).resolve()),
+                                                    "manifest_sha256": manifest, "world_size": d.world,
+                                                    "path": cfg.path})
+    missing = resolve_missing_images(cfg)
+    data_cfg = dataclasses.replace(cfg.data, missing_images=missing)
 
     model = build_model(cfg.model, device=str(device))
     params = [p for p in model.adapter_parameters()]
     _check_frozen(model, params)
-    opt = torch.optim.AdamW(params, lr=opt_cfg.lr, betas=tuple(opt_cfg.betas), weight_decay=opt_cfg.weight_decay)
+    groups = model.adapter_param_groups(opt_cfg.weight_decay)
+    opt = torch.optim.AdamW(groups, lr=opt_cfg.lr, betas=tuple(opt_cfg.betas), weight_decay=opt_cfg.weight_decay)
+    params = [p for g in groups for p in g["params"]]  # the reduction's order
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: lr_factor(s, opt_cfg.warmup_steps, opt_cfg.steps, opt_cfg.min_lr_ratio))
-    loader = CorpusLoader(data_dir, cfg.data, split="train", rank=d.rank, world=d.world)
+    loader = CorpusLoader(data_dir, data_cfg, split="train", rank=d.rank, world=d.world)
     start = 0
-    if ckpt is not None:
-        adapters, state = checkpoint.load(ckpt)
+    if saved is not None:
+        adapters, state, run = saved
         model.load_adapter_state_dict(adapters)
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
-        loader.load_state_dict(state["loader"][d.rank] if isinstance(state["loader"], list) else state["loader"])
+        loader.load_state_dict(run["loader"][d.rank])
         start = int(state["step"])
-    net = model
-    if d.world > 1:
-        from torch.nn.parallel import DistributedDataParallel as DDP
+    if d.world > 1:  # the adapters start equal on every rank (seeded; made sure once); nothing frozen is sent
+        import torch.distributed as dist
 
-        net = DDP(model, device_ids=[d.local_rank] if device.type == "cuda" else None, find_unused_parameters=True)
+        with torch.no_grad():
+            for p in params:
+                dist.broadcast(p.data, src=0)
     metrics = _Metrics(run_dir / "metrics.jsonl", start if ckpt else None, d.main)
     autocast = _autocast(opt_cfg.precision, device)
     end = opt_cfg.steps if stop_after is None else min(opt_cfg.steps, stop_after)
@@ -162,19 +224,25 @@ def train(cfg: TrainConfig, data_dir: Path, run_dir: Path, *, resume: bool = Fal
     it = iter(loader)
     t0 = time.monotonic()
     rec: dict[str, Any] = {}
+    placeholders = ("images_missing", "images_unreadable")
     for step in range(start, end):
         model.train()
         total, parts, digests, kinds = 0.0, {}, [], []
+        before = sum(loader.images.stats[k] for k in placeholders)
         for _ in range(opt_cfg.grad_accum):
             batch = next(it)
             digests.append(batch_digest(batch))
             kinds.append(batch["kind"])
             with autocast():
-                loss, m = _loss(net, batch, device)
-            (loss / opt_cfg.grad_accum).backward()
+                loss, m = model.loss(_to(batch, device))
+            (loss / opt_cfg.grad_accum).backward()  # local gradients only: reduced once below
             total += float(loss.detach()) / opt_cfg.grad_accum
             for k, v in m.items():
                 parts[k] = parts.get(k, 0.0) + float(v) / opt_cfg.grad_accum
+        n_missing = sum(loader.images.stats[k] for k in placeholders) - before
+        if d.world > 1:
+            total, n_missing = _allreduce_grads(params, [total, float(n_missing)], d.world)
+            total, n_missing = total / d.world, int(round(n_missing))
         gnorm = torch.nn.utils.clip_grad_norm_(params, opt_cfg.grad_clip)
         opt.step()
         sched.step()
@@ -184,12 +252,17 @@ def train(cfg: TrainConfig, data_dir: Path, run_dir: Path, *, resume: bool = Fal
         done = step + 1
         if done % opt_cfg.log_every == 0 or done == end:
             rec = {"step": done, "loss": total, "lr": sched.get_last_lr()[0], "grad_norm": float(gnorm),
-                   "kinds": kinds, "batches": digests, "elapsed_s": round(time.monotonic() - t0, 3), **parts}
+                   "kinds": kinds, "batches": digests, "elapsed_s": round(time.monotonic() - t0, 3),
+                   "images_missing": n_missing, **parts}
             metrics.log(rec)
-        if (opt_cfg.eval_every and done % opt_cfg.eval_every == 0) or done == opt_cfg.steps:
-            metrics.log({"step": done, "eval_loss": evaluate(model, cfg, data_dir, device, autocast)})
+        if d.main and ((opt_cfg.eval_every and done % opt_cfg.eval_every == 0) or done == opt_cfg.steps):
+            # rank 0 only (the held-out slice is small); the others go on to the next step's all-reduce
+            metrics.log({"step": done, "eval_loss": evaluate(model, cfg, data_dir, device, autocast,
+                                                             data_cfg=data_cfg)})
         if (opt_cfg.ckpt_every and done % opt_cfg.ckpt_every == 0) or done == end:
-            _save(run_dir, done, model, opt, sched, loader, d, opt_cfg.keep_checkpoints)
+            _save(run_dir, done, model, opt, sched, loader, d, opt_cfg.keep_checkpoints,
+                  {"config": cfg_dict, "manifest_sha256": manifest, "data": str(Path(data_dir).resolve()),
+                   "world_size": d.world})
     bar.close()
     if d.world > 1:
         import torch.distributed as dist
@@ -200,33 +273,28 @@ def train(cfg: TrainConfig, data_dir: Path, run_dir: Path, *, resume: bool = Fal
             "loader": getattr(loader, "stats", {})}
 
 
-def _loss(net, batch, device):
-    if hasattr(net, "module"):  # DDP: through its forward (= loss), so gradients are synchronised
-        return net(_to(batch, device))
-    return net.loss(_to(batch, device))
-
-
-def _save(run_dir, step, model, opt, sched, loader, d: Dist, keep: int) -> None:
+def _save(run_dir, step, model, opt, sched, loader, d: Dist, keep: int, run: dict[str, Any]) -> None:
     state = loader.state_dict()
+    states: list = [state]
     if d.world > 1:
         import torch.distributed as dist
 
-        states: list = [None] * d.world
+        states = [None] * d.world
         dist.all_gather_object(states, state)
-        state = states
     if d.main:
         checkpoint.save(run_dir, step, model.adapter_state_dict(),
-                        {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "loader": state}, keep)
+                        {"optimizer": opt.state_dict(), "scheduler": sched.state_dict()}, keep,
+                        run=dict(run, loader=states))
 
 
 @torch.no_grad()
-def evaluate(model, cfg: TrainConfig, data_dir: Path, device, autocast) -> float:
+def evaluate(model, cfg: TrainConfig, data_dir: Path, device, autocast, data_cfg=None) -> float:
     """Mean loss over the held-out slice (the same batches every time)."""
     from trainer.data import CorpusLoader
 
     model.eval()
     losses = []
-    for i, batch in enumerate(CorpusLoader(data_dir, cfg.data, split="eval")):
+    for i, batch in enumerate(CorpusLoader(data_dir, data_cfg or cfg.data, split="eval")):
         if i >= cfg.train.eval_batches:
             break
         with autocast():

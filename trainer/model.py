@@ -15,10 +15,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from trainer.collate import MOSHI_DELAYS
 from trainer.adapters import GATINGS, SHARINGS, ImageKV, VisionAdapters, restore_decoder_layers, wrap_decoder_layers
 
 TEXT_VOCAB, AUDIO_VOCAB, NUM_CODEBOOKS = 32000, 2048, 8  # the corpus' tokenizer and Mimi (per stream)
-AUDIO_DELAYS = (0, 1, 1, 1, 1, 1, 1, 1) * 2  # rows 0-7 assistant, 8-15 user (docs/trainer.md, "Delays")
+AUDIO_DELAYS = tuple(MOSHI_DELAYS[1:])  # rows 0-7 assistant, 8-15 user: the one table (trainer/collate.py)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -32,7 +33,8 @@ class ModelConfig:
     gate_hidden_div: int = 8  # gate MLP hidden size = dim / gate_hidden_div
     gate_init_bias: float = -4.0  # gate = sigmoid(mlp(y) + bias); starts at sigmoid(bias) (~0.018)
     dtype: str = "auto"  # frozen parts: auto (bfloat16 on CUDA, else float32) | float32 | bfloat16 | float16
-    audio_codebooks: int = 8  # assistant codebooks supervised through the depth decoder (1..8)
+    audio_codebooks: int = 2  # assistant codebooks supervised through the depth decoder (1..8); the paper's 2
+    first_codebook_weight_multiplier: float = 1.0  # loss weight of codebook 0 (semantic), moshi-finetune's option
     gradient_checkpointing: bool = False  # recompute each temporal layer in backward
     seed: int = 0  # adapter init (and the tiny backbone / encoder)
     tiny_hidden: int = 64  # sizes of the "tiny" random backbone / encoder (tests, CPU smoke runs)
@@ -46,6 +48,8 @@ class ModelConfig:
             raise ValueError(f"sharing={self.sharing!r}; valid: {', '.join(SHARINGS)}")
         if self.dtype != "auto" and self.dtype not in DTYPES:
             raise ValueError(f"dtype={self.dtype!r}; valid: auto, {', '.join(DTYPES)}")
+        if not float(self.first_codebook_weight_multiplier) > 0:
+            raise ValueError(f"first_codebook_weight_multiplier={self.first_codebook_weight_multiplier!r} must be > 0")
         if not 1 <= int(self.audio_codebooks) <= NUM_CODEBOOKS:
             raise ValueError(f"audio_codebooks={self.audio_codebooks!r} must be in 1..{NUM_CODEBOOKS}")
         for k in ("image_size", "gate_hidden_div", "tiny_hidden", "tiny_layers", "tiny_heads"):
@@ -154,6 +158,16 @@ class MoshiVisModel(nn.Module):
     def adapter_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.adapters.parameters() if p.requires_grad]
 
+    def adapter_param_groups(self, weight_decay: float) -> list[dict[str, Any]]:
+        """AdamW groups: weight decay on the projection / attention / gate matrices only; none on norms,
+        biases and the per-layer gate scalars (`alphas`)."""
+        decay, no_decay = [], []
+        for name, p in self.adapters.named_parameters():
+            if p.requires_grad:
+                (no_decay if p.ndim < 2 or "norm" in name or name.startswith("alphas") else decay).append(p)
+        return [{"params": decay, "weight_decay": weight_decay, "name": "decay"},
+                {"params": no_decay, "weight_decay": 0.0, "name": "no_decay"}]
+
     def adapter_state_dict(self) -> dict[str, torch.Tensor]:
         return {k: v.detach() for k, v in self.adapters.state_dict().items()}
 
@@ -194,6 +208,9 @@ class MoshiVisModel(nn.Module):
         """Temporal-transformer inputs of a speech batch, as Moshi trains: step t sees the tokens of step
         t-1; step 0 and, on delayed codebooks, steps <= delay see the initial token (vocab size)."""
         text, audio = batch["text"], batch["audio"]
+        if tuple(batch.get("delays", MOSHI_DELAYS)) != MOSHI_DELAYS:
+            raise ValueError(f"the batch was delayed with {list(batch['delays'])} but the model undoes Moshi's "
+                             f"{list(MOSHI_DELAYS)} (text + 16 codebooks): set data.delays to Moshi's")
         if audio.shape[1] != 2 * self.num_codebooks:
             raise ValueError(f"audio has {audio.shape[1]} codebooks, the backbone takes {2 * self.num_codebooks}")
         text_in, audio_in = _shift(text, self.text_vocab), _shift(audio, self.audio_vocab)
@@ -271,7 +288,9 @@ class MoshiVisModel(nn.Module):
                 logits = self.depth_logits(hidden[rows], batch["text"][rows], codes[rows]).float()
                 ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), codes[rows][:, :k].clamp(min=0).reshape(-1),
                                      reduction="none").view(-1, k)
-                audio_loss = (ce * mask[rows]).sum() / mask[rows].sum()
+                w = mask[rows].float()
+                w[:, 0] *= float(self.cfg.first_codebook_weight_multiplier)  # moshi-finetune's weighted mean
+                audio_loss = (ce * w).sum() / w.sum()
             else:
                 audio_loss = hidden.sum() * 0.0
             loss = text_loss + audio_loss
@@ -301,8 +320,9 @@ def build_model(cfg: ModelConfig, device: str | torch.device = "cpu") -> MoshiVi
 
 def tiny_batch(kind: str = "speech", B: int = 2, T: int = 12, cfg: ModelConfig | None = None, *, seed: int = 0,
                full: bool = False, pad_id: int = 3, pad_weight: float = 0.5) -> dict[str, Any]:
-    """A random batch in the docs/trainer.md format. Speech: T frames incl. the 1-frame delay (rows 1.. end
-    earlier unless `full`); text: rows right-padded with the zero token (unless `full`)."""
+    """A random batch in the docs/trainer.md format. Speech: T frames, delayed codebooks shifted within them (the
+    last frame of a delayed codebook falls off, as in Moshi's training; rows 1.. end earlier unless `full`);
+    text: rows right-padded with the zero token (unless `full`)."""
     g = torch.Generator().manual_seed(seed)
     size = (cfg or ModelConfig()).image_size
     image = torch.rand(B, 3, size, size, generator=g) * 2 - 1
@@ -312,7 +332,7 @@ def tiny_batch(kind: str = "speech", B: int = 2, T: int = 12, cfg: ModelConfig |
         for b in range(B):
             text[b, (T if full or b == 0 else max(2, T - 3 * b)):] = -1
         return {"kind": "text", "text": text, "text_weight": (text >= 0).float(), "image": image, **meta}
-    n_max = T - max(AUDIO_DELAYS)
+    n_max = T
     words = torch.randint(4, TEXT_VOCAB, (B, n_max), generator=g)
     words = torch.where(torch.rand(B, n_max, generator=g) < 0.4, pad_id, words)
     codes = torch.randint(0, AUDIO_VOCAB, (B, 2 * NUM_CODEBOOKS, n_max), generator=g)
@@ -323,7 +343,7 @@ def tiny_batch(kind: str = "speech", B: int = 2, T: int = 12, cfg: ModelConfig |
         n = n_max if full or b == 0 else max(2, n_max - 2 * b)
         text[b, :n], visual[b, :n] = words[b, :n], True
         for k, d in enumerate(AUDIO_DELAYS):
-            audio[b, k, d:d + n] = codes[b, k, :n]
+            audio[b, k, d:n] = codes[b, k, :n - d]
     weight = torch.where(text < 0, 0.0, torch.where(text == pad_id, pad_weight, 1.0))
     return {"kind": "speech", "text": text, "audio": audio, "text_weight": weight, "audio_mask": audio >= 0,
-            "image": image, "visual": visual, **meta}
+            "image": image, "visual": visual, "delays": MOSHI_DELAYS, **meta}

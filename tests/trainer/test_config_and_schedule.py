@@ -29,3 +29,19 @@ def test_the_shipped_quickstart_config_loads():
 
     cfg = load_train_config(Path(__file__).resolve().parents[2] / "manifests" / "train-quickstart.yaml")
     assert cfg.train.steps >= 1 and cfg.data.batch_size >= 1
+
+
+def test_delays_other_than_the_model_s_are_refused_and_missing_images_resolve_by_encoder(tmp_path):
+    from trainer.config import resolve_missing_images
+
+    p = tmp_path / "d.yaml"
+    p.write_text("data: {delays: [0, 0, 2, 2, 2, 2, 2, 2, 2, 0, 2, 2, 2, 2, 2, 2, 2]}\n")
+    with pytest.raises(TrainConfigError, match=r"data.delays .* differ from the model's"):
+        load_train_config(p)
+    p.write_text("model: {image_encoder: google/paligemma2-3b-pt-448}\n")
+    cfg = load_train_config(p)
+    assert cfg.data.missing_images == "auto" and resolve_missing_images(cfg) == "error"
+    p.write_text("model: {image_encoder: tiny}\n")
+    assert resolve_missing_images(load_train_config(p)) == "placeholder"
+    p.write_text("model: {image_encoder: some/siglip}\ndata: {missing_images: placeholder}\n")
+    assert resolve_missing_images(load_train_config(p)) == "placeholder"  # an explicit choice is kept

@@ -21,13 +21,14 @@ def test_collate_speech_delays_padding_weights_masks_exactly():
     r2 = {"id": "b", "text_tokens": np.array([3, -1]), "audio_codes": np.array([[21, 22], [23, 24], [25, 26], [27, 28]])}
     out = collate_speech([r1, r2], delays=(0, 0, 1, 0, 2), text_pad_ids=(3, 0), text_pad_weight=0.25)
     Z = -1
-    assert out["text"].tolist() == [[10, 3, 0, 11, Z, Z], [3, Z, Z, Z, Z, Z]]
-    assert out["text_weight"].tolist() == [[1, .25, .25, 1, 0, 0], [.25, 0, 0, 0, 0, 0]]
+    # T = the longest row (no frame past it); a codebook delayed by d loses its last d frames (as in Moshi)
+    assert out["text"].tolist() == [[10, 3, 0, 11], [3, Z, Z, Z]]
+    assert out["text_weight"].tolist() == [[1, .25, .25, 1], [.25, 0, 0, 0]]
     assert out["audio"].tolist() == [
-        [[1, 2, 3, 4, Z, Z], [Z, 5, 6, 7, 8, Z], [9, 10, 11, 12, Z, Z], [Z, Z, 13, 14, 15, 16]],
-        [[21, 22, Z, Z, Z, Z], [Z, 23, 24, Z, Z, Z], [25, 26, Z, Z, Z, Z], [Z, Z, 27, 28, Z, Z]]]
+        [[1, 2, 3, 4], [Z, 5, 6, 7], [9, 10, 11, 12], [Z, Z, 13, 14]],
+        [[21, 22, Z, Z], [Z, 23, Z, Z], [25, 26, Z, Z], [Z, Z, Z, Z]]]
     np.testing.assert_array_equal(out["audio_mask"], out["audio"] != Z)
-    assert out["visual"].tolist() == [[False, True, True, False, False, False], [True, True] + [False] * 4]
+    assert out["visual"].tolist() == [[False, True, True, False], [True, True, False, False]]
     assert out["lengths"].tolist() == [4, 2]
     assert out["text"].dtype == np.int64 and out["audio"].dtype == np.int64 and out["text_weight"].dtype == np.float32
 
@@ -36,15 +37,14 @@ def test_collate_speech_moshi_delays_on_16_codebooks():
     r = speech_row("x", (4, 5))
     out = collate_speech([r], delays=MOSHI_DELAYS)
     n = r["num_frames"]
-    assert out["audio"].shape == (1, 16, n + 1)
+    assert out["audio"].shape == (1, 16, n)  # no tail frame of zero-token inputs
     for k in range(16):
         d = MOSHI_DELAYS[1 + k]
         assert d == (0 if k in (0, 8) else 1)
-        np.testing.assert_array_equal(out["audio"][0, k, d:d + n], r["audio_codes"][k])
-        assert (out["audio"][0, k, :d] == -1).all() and (out["audio"][0, k, d + n:] == -1).all()
-        assert out["audio_mask"][0, k].sum() == n and not out["audio_mask"][0, k, :d].any()
-    np.testing.assert_array_equal(out["text"][0, :n], r["text_tokens"])
-    assert out["text"][0, n] == -1 and out["text_weight"][0, n] == 0
+        np.testing.assert_array_equal(out["audio"][0, k, d:], r["audio_codes"][k][:n - d])
+        assert (out["audio"][0, k, :d] == -1).all()
+        assert out["audio_mask"][0, k].sum() == n - d and not out["audio_mask"][0, k, :d].any()
+    np.testing.assert_array_equal(out["text"][0], r["text_tokens"])
 
 
 def test_collate_speech_rejects_codes_of_another_length():
@@ -132,7 +132,8 @@ def test_batches_are_one_kind_with_the_documented_shapes(corpus):
             t = b["text"].shape[1]
             assert b["audio"].shape == (3, 16, t) and b["audio_mask"].shape == (3, 16, t)
             assert b["text_weight"].shape == b["visual"].shape == (3, t) and b["visual"].dtype == torch.bool
-            assert t == int(b["lengths"].max()) + 1
+            assert t == int(b["lengths"].max())
+            assert b["delays"] == MOSHI_DELAYS
             assert ((b["audio"] >= 0) == b["audio_mask"]).all()
         else:
             assert set(b["splits"]) <= {"ta", "tb"} and "audio" not in b
@@ -158,7 +159,7 @@ def test_speech_rows_arrive_delayed_and_weighted(corpus):
             assert int(b["lengths"][i]) == n
             np.testing.assert_array_equal(b["text"][i, :n].numpy(), r["text_tokens"])
             np.testing.assert_array_equal(b["audio"][i, 0, :n].numpy(), r["audio_codes"][0])
-            np.testing.assert_array_equal(b["audio"][i, 1, 1:n + 1].numpy(), r["audio_codes"][1])
+            np.testing.assert_array_equal(b["audio"][i, 1, 1:n].numpy(), r["audio_codes"][1][:n - 1])
             assert b["audio"][i, 1, 0] == -1 and not b["audio_mask"][i, 1, 0]
             assert b["visual"][i, :n].all() and not b["visual"][i, n:].any()
             pad = np.isin(r["text_tokens"], (10003, 20005))

@@ -9,7 +9,7 @@ from trainer.adapters import Gate, GatedDecoderLayer, VisionAdapters
 from trainer.model import (AUDIO_VOCAB, TEXT_VOCAB, ModelConfig, build_model, load_backbone, load_image_encoder,
                            tiny_batch, tiny_configs)
 
-CFG = ModelConfig(image_size=32)
+CFG = ModelConfig(image_size=32, audio_codebooks=8)  # all 8 depth steps: compared with Moshi's own
 B, T = 2, 10
 
 
@@ -306,3 +306,44 @@ def test_config_validation():
                 dict(image_size=0)):
         with pytest.raises(ValueError):
             cfg(**bad)
+
+
+def test_paper_defaults_two_codebooks_and_the_semantic_weight():
+    import torch.nn.functional as F
+
+    assert ModelConfig().audio_codebooks == 2 and ModelConfig().first_codebook_weight_multiplier == 1.0
+    batch = tiny_batch("speech", B, T, cfg(), seed=4)
+    base = build_model(ModelConfig(image_size=32))
+    with torch.no_grad():
+        out = base.outputs(batch)
+        assert out["audio_logits"].shape[2] == 2  # two depth-decoder steps, not eight
+        codes = batch["audio"][:, :2].transpose(1, 2)  # [B, T, 2]
+        mask = batch["audio_mask"][:, :2].transpose(1, 2) & (codes >= 0)
+        ce = F.cross_entropy(out["audio_logits"].reshape(-1, AUDIO_VOCAB), codes.clamp(min=0).reshape(-1),
+                             reduction="none").view(B, T, 2)
+        for mult in (1.0, 100.0):
+            m = build_model(ModelConfig(image_size=32, first_codebook_weight_multiplier=mult))
+            w = mask.float()
+            w[..., 0] *= mult
+            expected = (ce * w).sum() / w.sum()
+            _, metrics = m.loss(batch)
+            assert metrics["audio_loss"] == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_no_weight_decay_on_norms_biases_and_gate_scalars():
+    m = build_model(cfg(gating="shared"))  # shared gating with qkvo has the per-layer alphas
+    decay, no_decay = m.adapter_param_groups(0.05)
+    names = {id(p): n for n, p in m.adapters.named_parameters()}
+    assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
+    nd = {names[id(p)] for p in no_decay["params"]}
+    assert nd == {"image_proj.bias", "image_norm.weight"} | {f"norms.{i}.weight" for i in range(2)} | {
+        f"alphas.{i}" for i in range(2)}
+    assert all(p.ndim == 2 for p in decay["params"])
+    assert len(decay["params"]) + len(no_decay["params"]) == len(m.adapter_parameters())
+
+
+def test_a_batch_delayed_otherwise_is_refused(model):
+    batch = tiny_batch("speech", B, T, CFG, seed=2)
+    batch["delays"] = (0,) + (2,) * 16
+    with pytest.raises(ValueError, match="data.delays"):
+        model.loss(batch)
