@@ -8,6 +8,7 @@ downstream of it are reported as blocked. manifest.json is rewritten after every
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -73,30 +74,58 @@ def check_config(out: Path, config: dict, h: str) -> None:
 
 
 class _Lock:
+    """One live `ssvd run` per directory: an flock on DIR/_corpus.lock, held while the run lives and
+    released by the kernel however it ends (SIGKILL included), so a lock left by a killed run never
+    blocks the next one, and two runs starting at once cannot both take it. The file also says who
+    holds it (pid, host, start) for the message and `ssvd status`."""
+
     def __init__(self, out: Path):
         self.path = out / LOCK
+        self._fd: int | None = None
 
     def __enter__(self):
-        if self.path.is_file():
-            info = json.loads(self.path.read_text() or "{}")
-            if info.get("host") == socket.gethostname() and _alive(info.get("pid", -1)):
-                raise CorpusBusy(f"{self.path.parent}: another `ssvd run` (pid {info['pid']}, started "
-                                 f"{info.get('started')}) is writing it; wait for it or stop it")
-        write_json_atomic(self.path, {"pid": os.getpid(), "host": socket.gethostname(), "started": provenance.now()})
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            info = holder(self.path) or {}
+            os.close(fd)
+            raise CorpusBusy(f"{self.path.parent}: another `ssvd run` (pid {info.get('pid', '?')} on "
+                             f"{info.get('host', '?')}, started {info.get('started', '?')}) is writing it; "
+                             "wait for it or stop it") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                  "started": provenance.now()}).encode(), 0)
+        self._fd = fd
         return self
 
     def __exit__(self, *exc):
-        self.path.unlink(missing_ok=True)
+        # The file stays (unlinking it would let a waiting run lock the old inode while a new run locks
+        # a new file); emptied, it says nobody holds it.
+        if self._fd is not None:
+            os.ftruncate(self._fd, 0)
+            os.close(self._fd)  # releases the flock
+            self._fd = None
 
 
-def _alive(pid: int) -> bool:
+def holder(path: Path) -> dict | None:
+    """Who holds the corpus lock at `path` (its recorded pid, host, start), or None when nobody does."""
     try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, ValueError):
-        return False
-    except PermissionError:
-        return True
-    return pid > 0
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:  # held: a live run
+            try:
+                return json.loads(os.pread(fd, 4096, 0) or b"{}")
+            except ValueError:
+                return {}
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
 
 
 def run_corpus(manifest_path: Path | str, out: Path, args: RunArgs) -> CorpusResult:

@@ -6,7 +6,6 @@ progress), so it is exact while a run is writing and after one died.
 from __future__ import annotations
 
 import json
-import socket
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -17,14 +16,9 @@ from pipeline.corpus.layout import LOCK, load_provenance
 
 
 def _lock(root: Path) -> dict | None:
-    p = root / LOCK
-    if not p.is_file():
-        return None
-    from pipeline.corpus.run import _alive
+    from pipeline.corpus.run import holder
 
-    info = json.loads(p.read_text() or "{}")
-    alive = info.get("host") == socket.gethostname() and _alive(int(info.get("pid", -1)))
-    return info if alive else None
+    return holder(root / LOCK)
 
 
 def _count(d: Path, stage: str) -> tuple[Counter, int, int]:

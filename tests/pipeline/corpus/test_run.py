@@ -24,7 +24,9 @@ def test_every_split_went_through_its_stages(corpus_dir):
         for row in pq.read_table(corpus_dir / s["shards"][0]["path"]).to_pylist():
             assert row["split"] == s["name"]
             assert row["kind"] == ("speech" if s["kind"] == "speech" else "text")
-    assert not (corpus_dir / "_corpus.lock").exists()
+    from pipeline.corpus.run import holder
+
+    assert holder(corpus_dir / "_corpus.lock") is None  # released
     assert (corpus_dir / "README.md").is_file()
 
 
@@ -88,13 +90,50 @@ def test_resume_with_a_changed_key_is_refused_naming_it(corpus_copy, tmp_path):
     assert p.returncode == 2 and "limit: None -> 1" in p.stderr
 
 
-def test_a_live_run_holds_the_directory(corpus_copy):
-    import os
-    import socket
+HOLD = """
+import sys, time
+from pathlib import Path
+from pipeline.corpus.run import _Lock
+with _Lock(Path(sys.argv[1])):
+    print("held", flush=True)
+    time.sleep(300)
+"""
 
-    (corpus_copy / "_corpus.lock").write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
-    p = ssvd("run", TINY, "--out", corpus_copy, "--no-progress", check=False)
-    assert p.returncode == 2 and f"pid {os.getpid()}" in p.stderr
+
+def _hold(directory):
+    import subprocess
+    import sys
+
+    from tests.pipeline.corpus.conftest import ROOT
+
+    p = subprocess.Popen([sys.executable, "-c", HOLD, str(directory)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "held"
+    return p
+
+
+def test_a_live_run_holds_the_directory(corpus_copy):
+    holder_proc = _hold(corpus_copy)
+    try:
+        p = ssvd("run", TINY, "--out", corpus_copy, "--no-progress", check=False)
+        assert p.returncode == 2 and f"pid {holder_proc.pid}" in p.stderr and "is writing it" in p.stderr
+        assert json.loads(ssvd("status", corpus_copy, "--json").stdout)["running"]["pid"] == holder_proc.pid
+    finally:
+        holder_proc.kill()
+        holder_proc.wait()
+
+
+def test_a_lock_left_by_a_killed_run_never_blocks(tmp_path):
+    """SIGKILL leaves the lock file with the dead run's pid in it; the kernel released the lock itself."""
+    from pipeline.corpus.run import _Lock, holder
+
+    p = _hold(tmp_path)
+    assert holder(tmp_path / "_corpus.lock")["pid"] == p.pid
+    p.kill()
+    p.wait()
+    assert json.loads((tmp_path / "_corpus.lock").read_text())["pid"] == p.pid  # left behind ...
+    assert holder(tmp_path / "_corpus.lock") is None  # ... but held by nobody
+    with _Lock(tmp_path):
+        assert holder(tmp_path / "_corpus.lock")["pid"] != p.pid
 
 
 def test_a_bad_manifest_is_refused_before_anything_runs(tmp_path):
