@@ -77,7 +77,7 @@ KYUTAI_MIMI = "kyutai/mimi"  # transformers' name of the Mimi weights Kyutai's m
 _KYUTAI_MIMI_FILE = "tokenizer-e351c8d8-checkpoint125.safetensors"
 _TRIM_FRAMES = 2  # moshi's simple_generate drops the first 2 decoded frames (a click)
 _CODEBOOKS = 8
-_HUB_LOCK = threading.Lock()
+_HUB_LOCK = threading.RLock()
 
 
 def _require(device: str) -> None:
@@ -225,8 +225,8 @@ def list_cached_voices(source: KyutaiSource, suffix: str) -> list[str]:
     """Voice names of `source.voice_repo` present in the local hub cache (all of them for the builtin)."""
     from huggingface_hub import constants
 
-    with hub(source):
-        base = Path(constants.HF_HUB_CACHE) / ("models--" + source.voice_repo.replace("/", "--")) / "snapshots"
+    root = source.hub_dir if source.hub_dir is not None else Path(constants.HF_HUB_CACHE)
+    base = Path(root) / ("models--" + source.voice_repo.replace("/", "--")) / "snapshots"
     names = set()
     for snap in base.glob("*") if base.is_dir() else ():
         for f in snap.rglob(f"*{suffix}"):
