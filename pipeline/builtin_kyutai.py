@@ -36,7 +36,7 @@ from pathlib import Path
 from pipeline import builtin_models as bm
 
 NAME = "builtin:kyutai-tiny"
-TINY_DIR = "kyutai-tts-tiny-v1"
+TINY_DIR = "kyutai-tts-tiny-v2"
 TINY_REPO = "ssvd-builtin/kyutai-tts-tiny"
 TINY_VOICE_REPO = "ssvd-builtin/kyutai-tts-voices-tiny"
 TINY_REVISION = "0" * 39 + "1"  # a commit-hash-shaped snapshot name, as the hub cache uses
@@ -179,18 +179,33 @@ def _train_tokenizer(path: Path) -> None:
 
 
 def _randomize_mimi(mimi, gen) -> None:
-    """Give every codebook of a fresh Mimi random entries (a fresh one has all-zero codebooks: one code,
-    silent audio), so codes vary with the audio and decoded audio varies with the codes."""
+    """Give every codebook of a fresh Mimi random entries spread like what it quantizes (a fresh one has
+    all-zero codebooks: one code, silent audio): the latents of a seeded calibration signal (noise and
+    chirps at two levels), level by level through each residual quantizer. Codes then vary with the audio,
+    and decoded audio varies with the codes."""
     import torch
 
+    t = torch.arange(2 * 24000) / 24000
+    rows = []
+    for level in (0.02, 0.2):
+        rows.append(level * torch.randn(t.shape, generator=gen))
+        f0 = 80.0 + 2900.0 * float(torch.rand(1, generator=gen))
+        rows.append(level * torch.sin(2 * torch.pi * (f0 + 300.0 * t) * t))
+    calib = torch.stack(rows)[:, None]
+    q = mimi.quantizer
     with torch.no_grad():
-        for name, buf in mimi.named_buffers():
-            if name.endswith("embedding_sum"):
-                buf.copy_(torch.randn(buf.shape, generator=gen))
-            elif name.endswith("cluster_usage"):
-                buf.fill_(1.0)
-            elif name.endswith("_initialized"):
-                buf.fill_(1.0)
+        emb = mimi._encode_to_unquantized_latent(calib)  # [B, D, T]
+        for rvq in (q.rvq_first, q.rvq_rest):
+            x = rvq.input_proj(emb)
+            residual = x.permute(0, 2, 1).reshape(-1, x.shape[1])
+            for layer in rvq.vq.layers:
+                book = layer._codebook
+                mean, std = residual.mean(0), residual.std(0).clamp(min=1e-4)
+                book.embedding_sum.copy_(mean + std * torch.randn(book.embedding_sum.shape, generator=gen))
+                book.cluster_usage.fill_(1.0)
+                book._initialized.fill_(1.0)
+                book.register_buffer("_embedding", None, persistent=False)
+                residual = residual - book.decode(book.encode(residual))
 
 
 def build_kyutai_tiny(dest: Path) -> None:
