@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline import builtin_models as bm
+from pipeline.shards import sha256_file
 
 NAME = "builtin:kyutai-tiny"
 TINY_DIR = "kyutai-tts-tiny-v2"
@@ -249,16 +250,8 @@ def build_kyutai_tiny(dest: Path) -> None:
     for p in sorted(dest.rglob("*")):  # the cache may be shared: readable by all
         os.chmod(p, 0o755 if p.is_dir() else 0o644)
     # the folder's fingerprint (`fingerprint_dir`) covers top-level files only: list every file's hash there
-    files = {str(p.relative_to(dest)): _sha256(p) for p in sorted(hub.rglob("*")) if p.is_file()}
+    files = {str(p.relative_to(dest)): sha256_file(p) for p in sorted(hub.rglob("*")) if p.is_file()}
     (dest / "files.json").write_text(json.dumps(files, indent=1, sort_keys=True) + "\n")
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 # config.json keys that `CheckpointInfo.from_hf_repo` pops before it builds the LM

@@ -46,7 +46,6 @@ for the miniature's), so that `ssvd tokens --codec` with the same name reuses th
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib.metadata
 import json
 import threading
@@ -55,6 +54,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.shards import sha256_file
 from pipeline.types import Utterance, stable_int
 from tts.backend import SpeechBackendUnavailable
 from tts.normalize import assemble_spans, clause_mark, normalize_words
@@ -189,7 +189,7 @@ def check_setup(hf_repo: str = DEFAULT_REPO, voice_repo: str | None = None,
         files: dict[str, Path] = {}
         for v in dict.fromkeys(voices):
             files[v] = _voice_file(source, v, suffix)
-    return KyutaiSetup(source, config, valid, files, {v: _sha256(p) for v, p in files.items()})
+    return KyutaiSetup(source, config, valid, files, {v: sha256_file(p) for v, p in files.items()})
 
 
 def _voice_file(source: KyutaiSource, voice: str, suffix: str) -> Path:
@@ -232,14 +232,6 @@ def list_cached_voices(source: KyutaiSource, suffix: str) -> list[str]:
         for f in snap.rglob(f"*{suffix}"):
             names.add(str(f.relative_to(snap))[: -len(suffix)])
     return sorted(names)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class KyutaiBackend:

@@ -13,6 +13,7 @@ import yaml
 
 from tests.conftest import write_dialogue_fixture
 from tests.integration.test_cli_dialogues import ssvd
+from tests.tts.spans_check import check_row_words
 from tts.kyutai_backend import TINY
 
 ASSISTANT = "kyutai:expresso/ex03-ex01_happy_001_channel1_334s.wav"
@@ -53,12 +54,7 @@ def check_token_rows(speech_rows: list[dict], token_rows: list[dict]) -> None:
         assert len(t["text_tokens"]) == t["num_frames"] and t["frame_rate_hz"] == 12.5
         assert t["turn_roles"] == [x["role"] for x in s["turns"]]
         assert all(0 <= f < t["num_frames"] for f in t["turn_start_frames"])
-        dur = s["num_samples"] / 24000
-        starts = {}
-        for w in s["words"]:
-            assert 0.0 <= w["start_s"] < w["end_s"] <= dur + 1e-9
-            assert w["start_s"] >= starts.get(w["speaker"], 0.0) - 1e-9
-            starts[w["speaker"]] = w["start_s"]
+        check_row_words(s)
         prov = json.loads(t["provenance"])
         assert prov["tts"]["kyutai"]["model"] == TINY and prov["voices"]["assistant"] == ASSISTANT
 

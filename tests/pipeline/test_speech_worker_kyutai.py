@@ -8,6 +8,7 @@ import pytest
 from pipeline.speech_worker import SpeechSpec, SpeechWorker, kyutai_options, turn_seed
 from pipeline.stage_input import RowItem
 from pipeline.types import Dialogue, ImageRef, Turn, dialogue_to_row
+from tests.tts.spans_check import check_row_words
 from tts.audio import from_flac
 from tts.kyutai_backend import TINY
 from tts.voices import VoiceConfig
@@ -66,12 +67,7 @@ def test_rows_lay_the_tts_codes_out_on_whole_frames(by_chunking, worker):
         assert r["num_samples"] == frames * 1920 and r["codes_codec"] == TINY
         audio, sr = from_flac(r["audio_flac"])
         assert sr == 24000 and audio.shape == (2, r["num_samples"])
-        dur = r["num_samples"] / 24000
-        last = {}
-        for w in r["words"]:
-            assert 0.0 <= w["start_s"] < w["end_s"] <= dur + 1e-9
-            assert w["start_s"] >= last.get(w["speaker"], 0.0) - 1e-9
-            last[w["speaker"]] = w["start_s"]
+        check_row_words(r)
         for t in r["turns"]:
             assert abs(t["start_s"] * 12.5 - round(t["start_s"] * 12.5)) < 1e-6  # whole Mimi frames
         assert np.array_equal(codes[:8, 0], silence) and np.array_equal(codes[8:, -1], silence)  # lead and tail
