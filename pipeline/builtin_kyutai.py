@@ -37,7 +37,7 @@ from pipeline import builtin_models as bm
 from pipeline.shards import sha256_file
 
 NAME = "builtin:kyutai-tiny"
-TINY_DIR = "kyutai-tts-tiny-v2"
+TINY_DIR = "kyutai-tts-tiny-v3"
 TINY_REPO = "ssvd-builtin/kyutai-tts-tiny"
 TINY_VOICE_REPO = "ssvd-builtin/kyutai-tts-voices-tiny"
 TINY_REVISION = "0" * 39 + "1"  # a commit-hash-shaped snapshot name, as the hub cache uses
@@ -212,7 +212,6 @@ def _randomize_mimi(mimi, gen) -> None:
 def build_kyutai_tiny(dest: Path) -> None:
     import torch
     from moshi.models import loaders
-    from safetensors.torch import save_file
 
     cfg = tiny_config()
     hub = dest / "hub"
@@ -226,12 +225,12 @@ def build_kyutai_tiny(dest: Path) -> None:
                 lin.bias.zero_()
             lm.text_linear.bias[0] = TINY_NEW_WORD_BIAS
         state = {k: v.detach().contiguous() for k, v in lm.state_dict().items()}
-        save_file(state, str(snap / TINY_FILES["moshi_name"]))
+        _save(state, snap / TINY_FILES["moshi_name"])
         torch.manual_seed(TINY_SEED + 1)
         mimi = loaders.get_mimi(None, copy.deepcopy(TINY_MIMI_CONFIG), device="cpu")
         _randomize_mimi(mimi, torch.Generator().manual_seed(TINY_SEED + 2))
         mstate = {k: v.detach().contiguous() for k, v in mimi.state_dict().items()}
-        save_file(mstate, str(snap / TINY_FILES["mimi_name"]))
+        _save(mstate, snap / TINY_FILES["mimi_name"])
     (snap / "config.json").write_text(json.dumps(cfg, indent=1) + "\n")
     (snap / TINY_FILES["mimi_config_name"]).write_text(json.dumps(TINY_MIMI_CONFIG, indent=1) + "\n")
     _train_tokenizer(snap / TINY_FILES["tokenizer_name"])
@@ -246,12 +245,24 @@ def build_kyutai_tiny(dest: Path) -> None:
         emb = torch.randn(SPEAKER_SHAPE, generator=torch.Generator().manual_seed(seed))
         path = vsnap / (voice + suffix)
         path.parent.mkdir(parents=True, exist_ok=True)
-        save_file({"speaker_wavs": emb.contiguous()}, str(path), metadata=meta)
+        _save({"speaker_wavs": emb.contiguous()}, path, metadata=meta)
     for p in sorted(dest.rglob("*")):  # the cache may be shared: readable by all
         os.chmod(p, 0o755 if p.is_dir() else 0o644)
     # the folder's fingerprint (`fingerprint_dir`) covers top-level files only: list every file's hash there
     files = {str(p.relative_to(dest)): sha256_file(p) for p in sorted(hub.rglob("*")) if p.is_file()}
     (dest / "files.json").write_text(json.dumps(files, indent=1, sort_keys=True) + "\n")
+
+
+def _save(tensors: dict, path: Path, metadata: dict | None = None) -> None:
+    """safetensors file with its JSON header's keys sorted: safetensors writes metadata in hash-map order,
+    which changes from process to process, and the build must give the same bytes every time."""
+    from safetensors.torch import save
+
+    blob = save(tensors, metadata=metadata)
+    n = int.from_bytes(blob[:8], "little")
+    header = json.dumps(json.loads(blob[8 : 8 + n]), sort_keys=True, separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)  # the data keeps 8-byte alignment; offsets are relative to it
+    path.write_bytes(len(header).to_bytes(8, "little") + header + blob[8 + n :])
 
 
 # config.json keys that `CheckpointInfo.from_hf_repo` pops before it builds the LM
