@@ -269,9 +269,8 @@ class KyutaiBackend:
         self._torch = torch
         if num_threads is None and device == "cpu" and source.name == TINY:
             num_threads = 1  # its matrices are too small to gain from threads; spinning threads only cost
-        if num_threads is not None:
-            torch.set_num_threads(max(1, int(num_threads)))
-        with hub(source), self._compile_guard():
+        self.num_threads = num_threads
+        with hub(source), self._compile_guard(), self._threads():
             checkpoint = CheckpointInfo.from_hf_repo(source.repo)
             self.model = TTSModel.from_checkpoint_info(
                 checkpoint, n_q=n_q, temp=temp, voice_repo=source.voice_repo, device=torch.device(device)
@@ -323,7 +322,7 @@ class KyutaiBackend:
         """[8] Mimi codes of a silent frame (the last frame of 1 s of zeros), to fill the timeline's gaps."""
         if getattr(self, "_silence", None) is None:
             torch = self._torch
-            with self._lock, torch.no_grad(), self._compile_guard():
+            with self._lock, torch.no_grad(), self._compile_guard(), self._threads():
                 zeros = torch.zeros(1, 1, self.sample_rate_hz, device=self.device)
                 self._silence = self.model.mimi.encode(zeros)[0, :_CODEBOOKS, -1].cpu().numpy().astype(np.int64)
         return self._silence
@@ -338,6 +337,20 @@ class KyutaiBackend:
         if seeds is None:
             seeds = [stable_int("kyutai", t, v) for t, v in zip(texts, voices)]
         return [self._one(t, v, s) for t, v, s in zip(texts, voices, seeds)]
+
+    @contextlib.contextmanager
+    def _threads(self):
+        """torch's intra-op threads set to `num_threads` while this backend computes, then given back
+        (torch's setting is process-wide: other models in the process keep theirs)."""
+        if self.num_threads is None:
+            yield
+            return
+        old = self._torch.get_num_threads()
+        self._torch.set_num_threads(max(1, int(self.num_threads)))
+        try:
+            yield
+        finally:
+            self._torch.set_num_threads(old)
 
     def _compile_guard(self):
         """moshi's lazy torch.compile off on the CPU (see the module doc); on CUDA as moshi sets it."""
@@ -355,7 +368,7 @@ class KyutaiBackend:
             raise RuntimeError(f"kyutai script has {len(entries)} entries for {len(tokens)} tokens: {text!r}")
         attributes = self._condition(voice)
         devices = [torch.device(self.device)] if self.device.startswith("cuda") else []
-        with self._lock, torch.no_grad(), self._compile_guard(), torch.random.fork_rng(devices=devices):
+        with self._lock, torch.no_grad(), self._compile_guard(), self._threads(), torch.random.fork_rng(devices=devices):
             torch.manual_seed(seed)
             result = self.model.generate([entries], [attributes])
             frames = torch.cat(result.frames[self.model.delay_steps :], dim=-1)  # [1, 1 + Q, T]

@@ -78,7 +78,7 @@ def load_moshi_codec(spec: str, *, device: str = "cpu", num_codebooks: int = 8, 
 
     from tts.kyutai_backend import TINY, hub, resolve_source
 
-    _configure_threads(num_threads if num_threads is not None else (1 if spec == TINY else None))
+    _configure_threads(num_threads)
     source = resolve_source(spec if spec == TINY else spec.removeprefix("moshi:"))
     with hub(source):
         mimi = CheckpointInfo.from_hf_repo(source.repo).get_mimi(device=device)
