@@ -85,12 +85,12 @@ def test_an_unknown_voice_fails_before_any_work_naming_valid_ones(chain, tmp_pat
 
 def test_ssvd_run_with_a_kyutai_manifest(tmp_path, kyutai_tiny):
     manifest = {
-        "name": "kyutai-tiny", "seed": 5,
-        "models": {"dialogue": {"engine": "vllm", "model": "builtin:tiny-mistral"},
+        "name": "kyutai-tiny", "seed": 3,  # as tests/fixtures/manifests/tiny.yaml: an accepted docci dialogue
+        "models": {"dialogue": {"engine": "vllm", "model": "builtin:smollm2"},
                    "speech": {"backend": "kyutai", "model": TINY, "cfg_coef": 2.0,
                               "assistant_voice": ASSISTANT, "user_voices": list(USERS)},
                    "codec": TINY, "tokenizer": None},
-        "defaults": {"min_pairs": 1, "max_pairs": 1, "max_new_tokens": 12, "on_length": "trim", "limit": 1},
+        "defaults": {"min_pairs": 1, "max_pairs": 1, "max_new_tokens": 48, "on_length": "trim", "limit": 1},
         "splits": [{"name": "docci-prop", "kind": "speech", "weight": 1, "source": "docci", "instruction": "PROP",
                     "input": "tests/fixtures/captions/docci"}],
     }
