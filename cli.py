@@ -225,7 +225,7 @@ def _pool_args(workers, ray_address, device, verbose):
 def speech(
     input: StageIn,
     out: Out,
-    assistant_voice: Annotated[str, typer.Option("--assistant-voice", help="The one assistant voice of the corpus, BACKEND:VOICE (piper:joe offline; kyutai:... on GPU).")] = "piper:joe",
+    assistant_voice: Annotated[str, typer.Option("--assistant-voice", help="The one assistant voice of the corpus, BACKEND:VOICE (piper:joe offline; kyutai:VOICE, any voice of the kyutai voice repository, e.g. kyutai:vctk/p226_023.wav).")] = "piper:joe",
     user_voice: Annotated[Optional[list[str]], typer.Option("--user-voice", help="A user voice BACKEND:VOICE; repeat for a pool (default: 12 eSpeak NG variants). One is drawn per dialogue from its seed.")] = None,
     gap_s: Annotated[tuple[float, float], typer.Option("--gap-s", help="Range of the silence between turns, seconds.")] = (0.2, 0.8),
     overlap_prob: Annotated[float, typer.Option("--overlap-prob", min=0.0, max=1.0, help="Chance that a turn starts before the previous one ends.")] = 0.0,
@@ -234,7 +234,9 @@ def speech(
     split: Split = None,
     workers: StageWorkers = 1,
     ray_address: RayAddress = None,
-    device: Annotated[str, typer.Option("--device", help="cpu or cuda (kyutai backend).")] = "cpu",
+    device: Annotated[str, typer.Option("--device", help="cpu or cuda (kyutai backend; cpu is slow with the real model).")] = "cpu",
+    kyutai_model: Annotated[Optional[str], typer.Option("--kyutai-model", help="Kyutai TTS: hub repo (default kyutai/tts-1.6b-en_fr) or builtin:kyutai-tiny (random weights, offline, for tests and smoke runs).")] = None,
+    kyutai_cfg_coef: Annotated[Optional[float], typer.Option("--kyutai-cfg-coef", help="Kyutai TTS CFG coefficient (default 2.0; kyutai/tts-1.6b-en_fr takes 1.0, 1.5, ..., 4.0).")] = None,
     overwrite: Overwrite = False,
     retry_failed: RetryFailed = False,
     no_progress: NoProgress = False,
@@ -242,7 +244,7 @@ def speech(
 ) -> None:
     """Speak accepted dialogues: TTS per turn, user on one channel and assistant on the other (24 kHz FLAC)."""
     from pipeline import audio_jobs
-    from pipeline.speech_worker import SpeechSpec, TimelineConfig
+    from pipeline.speech_worker import SpeechSpec, TimelineConfig, kyutai_options
     from tts.voices import DEFAULT_USERS, VoiceConfig
 
     _setup(verbose)
@@ -250,7 +252,9 @@ def speech(
         voices = VoiceConfig(assistant_voice, tuple(user_voice or DEFAULT_USERS))
         if gap_s[0] > gap_s[1] or gap_s[0] < 0:
             raise ValueError(f"--gap-s {gap_s[0]} {gap_s[1]}: give MIN MAX with 0 <= MIN <= MAX")
-        backend_opts = (("kyutai", (("device", device),)),) if "kyutai" in voices.backends() else ()
+        if (kyutai_model or kyutai_cfg_coef is not None) and "kyutai" not in voices.backends():
+            raise ValueError("--kyutai-model/--kyutai-cfg-coef: no voice is kyutai:...; give kyutai voices or drop them")
+        backend_opts = kyutai_options(voices, device, kyutai_model, kyutai_cfg_coef)
         spec = SpeechSpec(voices, TimelineConfig(tuple(gap_s), overlap_prob, max_overlap_s), backend_opts, split)
         summary = audio_jobs.speech(input, out, spec, limit=limit, pool_args=_pool_args(workers, ray_address, device, verbose),
                                     opts=_run_options(overwrite, retry_failed, 8, no_progress, chunk_size=4, flush_rows=8))
@@ -264,7 +268,7 @@ def tokens(
     input: StageIn,
     out: Out,
     kind: Annotated[Optional[str], typer.Option("--kind", help="speech (Mimi codes + padded text stream; needs speech shards) or text (plain transcript tokens). Default: speech for speech input, text for dialogues.")] = None,
-    codec: Annotated[str, typer.Option("--codec", help="Mimi weights: kyutai/mimi, a local transformers folder, or random[:SEED] (offline, seeded random weights).")] = "random",
+    codec: Annotated[str, typer.Option("--codec", help="Mimi weights: kyutai/mimi, a local transformers folder, random[:SEED] (offline, seeded random weights), or builtin:kyutai-tiny (the Mimi of the tiny Kyutai TTS). Speech rows whose TTS codes came from the same Mimi keep them.")] = "random",
     tokenizer: Annotated[Optional[str], typer.Option("--tokenizer", help="Text SentencePiece model: a path (production: Moshi's tokenizer_spm_32k_3.model) or a hub repo holding it. Default: mistral-common's 32k model, recorded as a stand-in.")] = None,
     delay_s: Annotated[float, typer.Option("--delay-s", help="Put the text this many seconds ahead of the audio (moshi-finetune's audio_delay); negative zero-fills the first frames.")] = 0.0,
     bos_id: Annotated[Optional[int], typer.Option("--bos-id", help="Token marking the start of each assistant turn (default: none).")] = None,

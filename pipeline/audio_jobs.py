@@ -10,7 +10,7 @@ from pipeline.ray_pool import KeptPool, LocalPool, RayPool, init_ray
 from pipeline.runner import RunOptions, Summary, finished_before, run_stage
 from pipeline.runstate import RunState
 from pipeline.speech_stage import SpeechStage
-from pipeline.speech_worker import SpeechSpec, SpeechWorker
+from pipeline.speech_worker import SpeechSpec, SpeechWorker, check_speech_spec
 from pipeline.stage_input import open_stage_input
 from pipeline.token_stage import TokenStage, check_kind
 from pipeline.token_worker import TokenSpec, TokenWorker
@@ -102,6 +102,7 @@ def _get_pool(worker_cls, spec, args: PoolArgs, kept: KeptPool | None):
 def speech(input_dir: Path, out: Path, spec: SpeechSpec, *, limit: int | None, pool_args: PoolArgs,
            opts: RunOptions, kept: KeptPool | None = None) -> Summary:
     """`kept`: reuse (and keep) its pool across calls instead of starting and stopping one."""
+    check_speech_spec(spec)  # settings (kyutai cfg_coef, voices) before any dialogue is read
     inp = open_stage_input(input_dir, ("dialogues",))
     make = lambda facts: SpeechStage(inp, spec, tts=facts.get("tts"), limit=limit)  # noqa: E731
     done = _if_finished(out, "speech", make, opts)

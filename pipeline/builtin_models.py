@@ -152,7 +152,7 @@ def ensure_built(models_dir: Path, dirname: str, build: Callable[[Path], None]) 
                       "build_s": round(time.perf_counter() - t0, 2)}
             (tmp / MARKER).write_text(json.dumps(marker, indent=1) + "\n")
             for f in tmp.iterdir():  # mkdtemp and some writers use 0o600: the cache may be shared
-                f.chmod(0o644)
+                f.chmod(0o755 if f.is_dir() else 0o644)
             tmp.chmod(0o755)
             os.replace(tmp, final)
         except BaseException:

@@ -16,6 +16,8 @@ Format (every key shown; `defaults`, `generic`, `seed`, `description` are option
         backend: kyutai                # optional; when set, every voice must use it
         assistant_voice: kyutai:expresso/ex03-ex01_happy_001_channel1_334s.wav   # BACKEND:VOICE
         user_voices: [kyutai:vctk/p225_023.wav, ...]                            # pool, >= 1
+        model: null                    # kyutai only: hub repo (default kyutai/tts-1.6b-en_fr) or builtin:kyutai-tiny
+        cfg_coef: null                 # kyutai only: default 2.0; the model's config says which values it takes
       codec: kyutai/mimi               # or random[:SEED], or a local transformers folder
       tokenizer: kyutai/moshiko-pytorch-bf16   # SentencePiece file or hub repo; null: stand-in
     defaults:                          # settings of every split unless the split overrides them
@@ -109,6 +111,8 @@ class SpeechModels:
     assistant_voice: str
     user_voices: tuple[str, ...]
     backend: str | None = None
+    model: str | None = None  # kyutai model (hub repo or builtin:kyutai-tiny); None: the backend's default
+    cfg_coef: float | None = None  # kyutai CFG coefficient; None: the backend's default
 
 
 @dataclass(slots=True, frozen=True)
@@ -204,7 +208,8 @@ class Manifest:
             "models": {
                 "dialogue": dataclasses.asdict(m.dialogue),
                 "speech": {"backend": m.speech.backend, "assistant_voice": m.speech.assistant_voice,
-                           "user_voices": list(m.speech.user_voices)},
+                           "user_voices": list(m.speech.user_voices),
+                           **{k: getattr(m.speech, k) for k in ("model", "cfg_coef") if getattr(m.speech, k) is not None}},
                 "codec": m.codec,
                 "tokenizer": m.tokenizer,
             },

@@ -24,7 +24,7 @@ from tts.voices import BACKENDS as TTS_BACKENDS
 _TOP_KEYS = ("name", "description", "seed", "models", "defaults", "generic", "splits")
 _MODELS_KEYS = ("dialogue", "speech", "codec", "tokenizer")
 _DIALOGUE_KEYS = ("engine", "model", "user_model", "assistant_model", "openai_base_url")
-_SPEECH_KEYS = ("backend", "assistant_voice", "user_voices")
+_SPEECH_KEYS = ("backend", "assistant_voice", "user_voices", "model", "cfg_coef")
 _DEFAULT_KEYS = tuple(f.name for f in dataclasses.fields(Defaults))
 _CAPTION_SPLIT_KEYS = ("name", "kind", "weight", "source", "instruction", "input", *_DEFAULT_KEYS)
 _BENCHMARK_SPLIT_KEYS = ("name", "kind", "weight", "benchmark", "input", "limit")
@@ -178,8 +178,15 @@ def _parse_models(value: Any, c: _Checker) -> ModelsConfig | None:
                 c.err("models.speech.user_voices", f"expected a non-empty list of BACKEND:VOICE; got {users_raw!r}")
             else:
                 users = [c.voice(v, f"models.speech.user_voices[{i}]", backend) for i, v in enumerate(users_raw)]
+        model = c.text(s.get("model"), "models.speech.model", optional=True)
+        cfg_coef = c.positive(s.get("cfg_coef"), "models.speech.cfg_coef", optional=True)
+        on_kyutai = any(str(v).startswith("kyutai:") for v in [assistant, *users] if v)
+        for key, value in (("model", model), ("cfg_coef", cfg_coef)):
+            if value is not None and assistant and users and all(users) and not on_kyutai:
+                c.err(f"models.speech.{key}", "only for the kyutai backend: no voice here is kyutai:...; remove it")
         if assistant and users and all(users):
-            speech = SpeechModels(assistant_voice=assistant, user_voices=tuple(users), backend=backend)  # type: ignore[arg-type]
+            speech = SpeechModels(assistant_voice=assistant, user_voices=tuple(users), backend=backend,  # type: ignore[arg-type]
+                                  model=model, cfg_coef=cfg_coef)
     codec = c.text(m.get("codec"), "models.codec") if "codec" in m else None
     tokenizer = c.text(m.get("tokenizer"), "models.tokenizer", optional=True)
     if dialogue is None or speech is None or codec is None:

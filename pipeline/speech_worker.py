@@ -2,7 +2,11 @@
 
 Used as Ray actors by `ssvd speech` (see pipeline.ray_pool) or directly in-process. Each worker
 loads its speech backends once; a turn that cannot be spoken makes its dialogue `failed` with the
-error, never a crash of the run.
+error, never a crash of the run. `check_speech_spec` checks the backends' settings (kyutai: model,
+cfg_coef, every voice file) in the driver before any worker starts or any dialogue is read.
+
+Each turn gets its own seed, `turn_seed(dialogue seed, turn index)`, which a backend that samples
+(kyutai) uses alone for that turn: a turn's audio does not depend on the chunk it was spoken in.
 """
 from __future__ import annotations
 
@@ -11,8 +15,25 @@ import os
 from dataclasses import asdict, dataclass, field
 
 from pipeline.stage_input import RowItem
-from pipeline.types import SpeechSample, dialogue_from_row
+from pipeline.types import SpeechSample, dialogue_from_row, stable_int
 from tts.voices import VoiceConfig, parse_voice
+
+KYUTAI_SETUP_KEYS = ("hf_repo", "voice_repo", "cfg_coef")  # kyutai options that check_setup checks
+
+
+def turn_seed(dialogue_seed: int, turn: int) -> int:
+    """The sampling seed of one turn: a function of its dialogue's seed and its index only."""
+    return stable_int("tts-turn", dialogue_seed, turn)
+
+
+def kyutai_options(voices: VoiceConfig, device: str, model: str | None = None, cfg_coef: float | None = None,
+                   **more) -> tuple:
+    """`SpeechSpec.backend_options` for the kyutai backend (empty when no voice uses it)."""
+    if "kyutai" not in voices.backends():
+        return ()
+    kw = {"device": device, **({"hf_repo": model} if model else {}),
+          **({"cfg_coef": cfg_coef} if cfg_coef is not None else {}), **more}
+    return (("kyutai", tuple(sorted(kw.items()))),)
 
 
 @dataclass(frozen=True)
@@ -31,7 +52,24 @@ class SpeechSpec:
     split: str | None = None
 
     def options_for(self, backend: str) -> dict:
-        return dict(dict(self.backend_options).get(backend, ()))
+        """The backend's constructor options; kyutai also gets the voices the spec uses (checked at start-up)."""
+        opts = dict(dict(self.backend_options).get(backend, ()))
+        if backend == "kyutai":
+            opts["voices"] = tuple(dict.fromkeys(name for b, name in map(parse_voice, self.all_voices()) if b == backend))
+        return opts
+
+    def all_voices(self) -> tuple[str, ...]:
+        return (self.voices.assistant, *self.voices.users)
+
+
+def check_speech_spec(spec: SpeechSpec) -> None:
+    """Check, before any work, what can be checked without loading a model: kyutai's model config,
+    cfg_coef and voice files (ValueError naming the valid values)."""
+    if "kyutai" in spec.voices.backends():
+        from tts.kyutai_backend import check_setup
+
+        opts = spec.options_for("kyutai")
+        check_setup(voices=opts["voices"], **{k: v for k, v in opts.items() if k in KYUTAI_SETUP_KEYS})
 
 
 class SpeechWorker:
@@ -55,19 +93,19 @@ class SpeechWorker:
         """Speak every turn of every dialogue of the chunk, one batch per backend where it batches (kyutai)."""
         prov = self.tts_provenance()
         dialogues, voices, failed = {}, {}, {}
-        requests: dict[str, list[tuple[int, int, str, str]]] = {}  # backend -> (item, turn, text, voice)
+        requests: dict[str, list[tuple[int, int, str, str, int]]] = {}  # backend -> (item, turn, text, voice, seed)
         for k, it in enumerate(items):
             try:
                 d = dialogues[k] = dialogue_from_row(it.row)
                 voices[k] = {"assistant": self.spec.voices.assistant, "user": self.spec.voices.user_voice(d.seed)}
                 for n, t in enumerate(d.turns):
                     backend, name = parse_voice(voices[k][t.role])
-                    requests.setdefault(backend, []).append((k, n, t.text, name))
+                    requests.setdefault(backend, []).append((k, n, t.text, name, turn_seed(d.seed, n)))
             except Exception as e:
                 failed[k] = e
         utterances: dict[tuple[int, int], object] = {}
         for backend, reqs in requests.items():
-            for (k, n, _, _), u in zip(reqs, self._synthesize(backend, reqs)):
+            for (k, n, *_), u in zip(reqs, self._synthesize(backend, reqs)):
                 if isinstance(u, Exception):
                     failed.setdefault(k, u)
                 else:
@@ -86,15 +124,16 @@ class SpeechWorker:
     def _synthesize(self, backend: str, reqs: list) -> list:
         """Utterances in request order; a request that fails gives its exception instead."""
         be = self.backends[backend]
-        if hasattr(be, "synthesize_batch"):
+        batched = hasattr(be, "synthesize_batch")  # kyutai: takes each turn's seed
+        if batched:
             try:
-                return be.synthesize_batch([r[2] for r in reqs], [r[3] for r in reqs])
+                return be.synthesize_batch([r[2] for r in reqs], [r[3] for r in reqs], [r[4] for r in reqs])
             except Exception:
-                pass  # find the culprit one request at a time
+                pass  # find the culprit one request at a time (each turn still with its own seed)
         out = []
-        for _, _, text, voice in reqs:
+        for _, _, text, voice, seed in reqs:
             try:
-                out.append(be.synthesize(text, voice))
+                out.append(be.synthesize_batch([text], [voice], [seed])[0] if batched else be.synthesize(text, voice))
             except Exception as e:
                 out.append(e)
         return out
@@ -103,15 +142,16 @@ class SpeechWorker:
         from tts.timeline import layout
 
         turns = [(t.role, t.text, utterances[(k, n)]) for n, t in enumerate(d.turns)]
-        silence = None
+        silence, codec = None, ""
         if turns and all(u.codes is not None for _, _, u in turns):
-            silence = self.backends[parse_voice(voices["assistant"])[0]].silence_codes()
+            be = self.backends[parse_voice(voices["assistant"])[0]]
+            silence, codec = be.silence_codes(), getattr(be, "codec_name", "kyutai/mimi")
         tl = self.spec.timeline
         sample = layout(d.id, turns, seed=d.seed, gap_s=tl.gap_s, overlap_prob=tl.overlap_prob,
                         max_overlap_s=tl.max_overlap_s, sample_rate_hz=tl.sample_rate_hz, silence_codes=silence)
         for t in sample.turns:
             t.voice = voices[t.role]  # the full BACKEND:VOICE spec
-        return speech_row(it.row, sample, self.spec, tts=prov, voice_user=voices["user"])
+        return speech_row(it.row, sample, self.spec, tts=prov, voice_user=voices["user"], codes_codec=codec)
 
 
 def split_name(row: dict, split: str | None) -> str:
@@ -141,7 +181,7 @@ def carried(row: dict, split: str | None) -> dict:
 
 
 def speech_row(row: dict, sample: SpeechSample | None, spec: SpeechSpec, *, status: str = "ok", error: str = "",
-               tts: str = "", voice_user: str = "") -> dict:
+               tts: str = "", voice_user: str = "", codes_codec: str = "kyutai/mimi") -> dict:
     from tts.audio import to_flac
 
     r = carried(row, spec.split)
@@ -158,6 +198,6 @@ def speech_row(row: dict, sample: SpeechSample | None, spec: SpeechSpec, *, stat
         words=[{"word": w.word, "start_s": w.start_s, "end_s": w.end_s, "speaker": w.speaker} for w in sample.words],
         turns=[asdict(t) for t in sample.turns],
         codes=sample.codes.tolist() if sample.codes is not None else None,
-        codes_codec="kyutai/mimi" if sample.codes is not None else "",
+        codes_codec=codes_codec if sample.codes is not None else "",
     )
     return r

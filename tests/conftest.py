@@ -82,3 +82,19 @@ def write_dialogue_fixture(out_dir, shards=((0, 1), (2,)), rejected_in_first=Tru
 @pytest.fixture(scope="session")
 def dialogue_dir(tmp_path_factory):
     return write_dialogue_fixture(tmp_path_factory.mktemp("dialogues"))
+
+
+# --- the Kyutai DSM TTS on the CPU: builtin:kyutai-tiny (random weights), built and loaded once ---
+@pytest.fixture(scope="session")
+def kyutai_tiny():
+    from pipeline.builtin_kyutai import resolve_kyutai_tiny
+
+    return resolve_kyutai_tiny()
+
+
+@pytest.fixture(scope="session")
+def kyutai_backend(kyutai_tiny):
+    from pipeline.builtin_kyutai import TINY_VOICES
+    from tts.kyutai_backend import KyutaiBackend
+
+    return KyutaiBackend("builtin:kyutai-tiny", device="cpu", voices=TINY_VOICES)

@@ -9,6 +9,8 @@ per second (`frame_rate_hz`), one frame per 1920 samples (`samples_per_frame`); 
     model.safetensors, as `save_pretrained` writes): the real, trained codec. Kyutai's original
     single-file checkpoint (`tokenizer-e351c8d8-checkpoint125.safetensors`, the `moshi` package's
     format) has other tensor names and is not supported: use "kyutai/mimi", or its directory.
+  - "builtin:kyutai-tiny" or "moshi:REPO": the Mimi inside a Kyutai TTS checkpoint, loaded with
+    moshi (`tts.moshi_codec`): the codec of the kyutai speech backend's own codes.
   - "random" or "random:SEED": kyutai/mimi's architecture (`MimiConfig()`) with seeded random
     weights, for tests and offline dry runs. Its codebooks are filled with random vectors spread
     like the quantizer's inputs (see `_fill_codebooks`), so codes vary with the audio and use
@@ -226,6 +228,11 @@ def load_codec(
     before any dtype cast. `num_threads` sets torch's intra-op threads; None leaves the caller's
     setting, only lowering it to the CPUs this process may run on when torch asks for more.
     """
+    if spec == "builtin:kyutai-tiny" or spec.startswith("moshi:"):  # the Mimi of a Kyutai TTS checkpoint
+        from tts.moshi_codec import load_moshi_codec
+
+        return load_moshi_codec(spec, device=device, num_codebooks=num_codebooks, num_threads=num_threads,
+                                max_batch_rows=max_batch_rows)
     from transformers import MimiConfig, MimiModel
 
     _configure_threads(num_threads)

@@ -1,12 +1,33 @@
 """Kyutai DSM TTS speech backend (`kyutai/tts-1.6b-en_fr`, voices from `kyutai/tts-voices`).
 
-GPU only, through the `moshi` package (optional extra: `pip install -e '.[kyutai]'` on a GPU
-machine; moshi pins its own torch, so it is not installed on CPU-only setups). UNTESTED HERE: the
-CPU machines this project is developed on cannot run it; tests/gpu/test_kyutai.py runs it where
-CUDA and moshi are present. It follows moshi's `TTSModel` API (moshi/models/tts.py):
-`CheckpointInfo.from_hf_repo` -> `TTSModel.from_checkpoint_info` -> `prepare_script` ->
-`make_condition_attributes` -> `generate`, decoded with the model's Mimi the way
-`TTSModel.simple_generate` does.
+Through the `moshi` package (`make install` installs it: `moshi==0.2.13 --no-deps`, see docs/speech.md).
+It follows moshi's `TTSModel` API (moshi/models/tts.py): `CheckpointInfo.from_hf_repo` ->
+`TTSModel.from_checkpoint_info` -> `prepare_script` -> `make_condition_attributes` -> `generate`,
+decoded with the model's Mimi the way `TTSModel.simple_generate` does.
+
+Devices: `cuda` (production) or `cpu` (same code path; slow with the real 1.6B model, fast with
+`builtin:kyutai-tiny`, the random-weight miniature built by `pipeline.builtin_kyutai` for tests and
+smoke runs). On the CPU, moshi's lazy `torch.compile` is switched off (`moshi.utils.compile.no_compile`):
+compiling costs ~20 s per process and again per batch shape, more than a tiny model's whole run.
+
+Models: a hub repository in moshi's format (`hf_repo`, default kyutai/tts-1.6b-en_fr, voices from
+`voice_repo`, default kyutai/tts-voices), or `builtin:kyutai-tiny` (its own repository and voice
+repository, in a local hub-layout cache that the unmodified hub code reads offline: the backend
+points `huggingface_hub`'s cache at it and sets offline mode while it loads, as HF_HUB_CACHE and
+HF_HUB_OFFLINE=1 would).
+
+Voices: any voice of the voice repository, named as in `kyutai/tts-voices` (`vctk/p226_023.wav`,
+`expresso/ex03-ex01_happy_001_channel1_334s.wav`, ...; the file read is that name plus the model's
+suffix `.SIG@EPOCH.safetensors`), or a local `.safetensors` voice embedding. `check_setup` resolves
+every voice file and checks `cfg_coef` against the model's config before any work, and the sha256 of
+each voice file is in `info()` (the provenance of every row).
+
+Same audio however it is batched: each turn is generated on its own, with its own seed (`seeds`:
+the speech worker passes one per (dialogue seed, turn); without it, one from the text and voice), so a
+turn's audio and codes do not depend on what it is batched with, on the chunk size, or on a retry.
+moshi's batched generation is not batch-invariant (one global RNG draws for every row of a batch;
+measured in docs/speech.md), so batching several turns in one `generate` call would tie each turn's
+audio to its batch.
 
 How spans are measured: the DSM TTS writes text and audio as two time-aligned streams at Mimi's
 12.5 Hz frame rate. Its state machine records, for every word it consumes, the step at which the
@@ -19,22 +40,29 @@ the end), then trailing low-energy frames are trimmed off each span. Resolution 
 
 `codes` in the Utterance are the first 8 Mimi codebooks of the frames that make the returned audio
 ([8, frames], the RVQ levels MoshiVis uses); the audio itself is decoded from all `n_q` levels.
+`codec_name` names that Mimi (`kyutai/mimi` for Kyutai's released Mimi weights, `builtin:kyutai-tiny`
+for the miniature's), so that `ssvd tokens --codec` with the same name reuses these codes.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
+import json
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from pipeline.shards import sha256_file
 from pipeline.types import Utterance, stable_int
 from tts.backend import SpeechBackendUnavailable
 from tts.normalize import assemble_spans, clause_mark, normalize_words
 
 DEFAULT_REPO = "kyutai/tts-1.6b-en_fr"
 DEFAULT_VOICE_REPO = "kyutai/tts-voices"
-# Examples from kyutai/tts-voices; any file of that repository (or a local .safetensors) works.
+TINY = "builtin:kyutai-tiny"
+# Examples from kyutai/tts-voices; any voice of that repository (or a local .safetensors) works.
 DEFAULT_VOICES: tuple[str, ...] = (
     "expresso/ex03-ex01_happy_001_channel1_334s.wav",
     "expresso/ex01-ex02_default_001_channel2_198s.wav",
@@ -44,74 +72,217 @@ DEFAULT_VOICES: tuple[str, ...] = (
     "vctk/p262_023.wav",
     "vctk/p303_023.wav",
 )
-FIX = "on a machine with an NVIDIA GPU, run: pip install -e '.[kyutai]' (installs moshi and its torch)"
+FIX = "run `make install` (installs moshi==0.2.13 with --no-deps and sphn), or: pip install --no-deps moshi==0.2.13 sphn"
+KYUTAI_MIMI = "kyutai/mimi"  # transformers' name of the Mimi weights Kyutai's models ship (MIMI_NAME below)
+_KYUTAI_MIMI_FILE = "tokenizer-e351c8d8-checkpoint125.safetensors"
 _TRIM_FRAMES = 2  # moshi's simple_generate drops the first 2 decoded frames (a click)
 _CODEBOOKS = 8
+_HUB_LOCK = threading.RLock()
 
 
 def _require(device: str) -> None:
-    """Raise SpeechBackendUnavailable, naming the fix, when moshi or CUDA is missing."""
+    """Raise SpeechBackendUnavailable, naming the fix, when moshi is missing or the device cannot run."""
     problems = []
     try:
         import moshi.models.tts  # noqa: F401
     except ImportError as e:
-        problems.append(f"the moshi package is not importable ({e})")
-    try:
-        import torch
+        problems.append(f"the moshi package is not importable ({e}); fix: {FIX}")
+    if device.startswith("cuda"):
+        try:
+            import torch
 
-        cuda = torch.cuda.is_available()
-    except ImportError:
-        cuda = False
-    if not device.startswith("cuda"):
-        problems.append(f"device {device!r} is not a CUDA device (this backend is GPU only)")
-    elif not cuda:
-        problems.append("no CUDA GPU is visible")
+            cuda = torch.cuda.is_available()
+        except ImportError:
+            cuda = False
+        if not cuda:
+            problems.append(f"device {device!r}: no CUDA GPU is visible; use --device cpu (slow with the real "
+                            f"model; fast with {TINY})")
+    elif device != "cpu":
+        problems.append(f"device {device!r}: use cuda, cuda:N or cpu")
     if problems:
-        raise SpeechBackendUnavailable(f"kyutai speech backend unavailable: {'; '.join(problems)}. Fix: {FIX}")
+        raise SpeechBackendUnavailable(f"kyutai speech backend unavailable: {'; '.join(problems)}")
+
+
+@dataclass(frozen=True)
+class KyutaiSource:
+    """Where a model and its voices come from: hub repositories, read from `hub_dir` (offline) when set."""
+
+    name: str  # as given: a hub repo or builtin:kyutai-tiny
+    repo: str
+    voice_repo: str
+    hub_dir: Path | None = None
+    fingerprint: str | None = None  # of a builtin model folder
+
+
+def resolve_source(hf_repo: str = DEFAULT_REPO, voice_repo: str | None = None) -> KyutaiSource:
+    if hf_repo == TINY:
+        from pipeline.builtin_kyutai import resolve_kyutai_tiny
+
+        tiny = resolve_kyutai_tiny()
+        if voice_repo not in (None, tiny.voice_repo):
+            raise ValueError(f"{TINY} has its own voice repository ({tiny.voice_repo}); do not set voice_repo")
+        return KyutaiSource(TINY, tiny.repo, tiny.voice_repo, tiny.hub_dir, tiny.fingerprint)
+    if hf_repo.startswith("builtin:"):
+        raise ValueError(f"kyutai model {hf_repo!r}: the only builtin is {TINY}")
+    return KyutaiSource(hf_repo, hf_repo, voice_repo or DEFAULT_VOICE_REPO)
+
+
+@contextlib.contextmanager
+def hub(source: KyutaiSource):
+    """Run the hub code against `source.hub_dir`, offline, like HF_HUB_CACHE=<hub_dir> HF_HUB_OFFLINE=1."""
+    if source.hub_dir is None:
+        yield
+        return
+    from huggingface_hub import constants
+
+    with _HUB_LOCK:
+        old = constants.HF_HUB_CACHE, constants.HF_HUB_OFFLINE
+        constants.HF_HUB_CACHE, constants.HF_HUB_OFFLINE = str(source.hub_dir), True
+        try:
+            yield
+        finally:
+            constants.HF_HUB_CACHE, constants.HF_HUB_OFFLINE = old
+
+
+@dataclass(frozen=True)
+class KyutaiSetup:
+    """What `check_setup` found: the model's config, the accepted cfg values, each voice's file and hash."""
+
+    source: KyutaiSource
+    config: dict
+    valid_cfg: tuple[float, ...]  # empty: the model takes a direct CFG coefficient (any value >= 1)
+    voice_files: dict[str, Path]
+    voice_sha256: dict[str, str]
+
+    @property
+    def codec_name(self) -> str:
+        if self.source.name == TINY:
+            return TINY
+        return KYUTAI_MIMI if self.config.get("mimi_name", _KYUTAI_MIMI_FILE) == _KYUTAI_MIMI_FILE \
+            else f"moshi:{self.source.repo}"
+
+
+def check_setup(hf_repo: str = DEFAULT_REPO, voice_repo: str | None = None,
+                voices: tuple[str, ...] | list[str] = DEFAULT_VOICES, cfg_coef: float = 2.0) -> KyutaiSetup:
+    """Check, without loading the model, that `cfg_coef` is one the model takes and that every voice file
+    exists (fetched into the hub cache when online); ValueError naming the valid values otherwise."""
+    from huggingface_hub import hf_hub_download
+
+    source = resolve_source(hf_repo, voice_repo)
+    with hub(source):
+        try:
+            config = json.loads(Path(hf_hub_download(source.repo, "config.json")).read_text())
+        except Exception as e:
+            raise ValueError(f"kyutai model {hf_repo!r}: cannot read config.json of {source.repo} "
+                             f"({type(e).__name__}: {str(e)[:300]}); offline, use {TINY}") from e
+        cfg_cond = (config.get("conditioners") or {}).get("cfg")
+        valid = tuple(sorted(float(v) for v in cfg_cond["lut"]["possible_values"])) if cfg_cond else ()
+        if not isinstance(cfg_coef, (int, float)) or isinstance(cfg_coef, bool):
+            raise ValueError(f"kyutai cfg_coef {cfg_coef!r}: give a number")
+        if valid and float(cfg_coef) not in valid:
+            raise ValueError(f"kyutai cfg_coef {cfg_coef}: {hf_repo} was trained with CFG distillation and takes "
+                             f"only {', '.join(str(v) for v in valid)}")
+        if not valid and cfg_coef < 1.0:
+            raise ValueError(f"kyutai cfg_coef {cfg_coef}: give a value >= 1.0 (1.0 disables CFG)")
+        model_id = config.get("model_id") or {}
+        suffix = f".{model_id['sig']}@{model_id['epoch']}.safetensors" if "sig" in model_id else ".safetensors"
+        files: dict[str, Path] = {}
+        for v in dict.fromkeys(voices):
+            files[v] = _voice_file(source, v, suffix)
+    return KyutaiSetup(source, config, valid, files, {v: sha256_file(p) for v, p in files.items()})
+
+
+def _voice_file(source: KyutaiSource, voice: str, suffix: str) -> Path:
+    """The embedding file of `voice` (the lookup of `TTSModel.get_voice_path`), or ValueError saying how to find names."""
+    from huggingface_hub import hf_hub_download
+
+    if voice.endswith(".safetensors"):
+        p = Path(voice).expanduser()
+        if not p.is_file():
+            raise ValueError(f"kyutai voice {voice!r}: no such local voice embedding file")
+        return p
+    if voice.startswith("hf://"):
+        from moshi.models.loaders import hf_get
+
+        try:
+            return Path(hf_get(voice + suffix))
+        except Exception as e:
+            raise ValueError(f"kyutai voice {voice!r}: {voice + suffix} not found ({type(e).__name__})") from e
+    try:
+        return Path(hf_hub_download(source.voice_repo, voice + suffix))
+    except Exception as e:
+        local = list_cached_voices(source, suffix)
+        known = (f" Voices in the local copy of {source.voice_repo}: {', '.join(local[:40])}"
+                 f"{' ...' if len(local) > 40 else ''}." if local else "")
+        raise ValueError(
+            f"kyutai voice {voice!r}: no file {voice + suffix} in the voice repository {source.voice_repo} "
+            f"({type(e).__name__}). A voice is the path of a .wav of that repository, e.g. vctk/p226_023.wav or "
+            f"expresso/ex03-ex01_happy_001_channel1_334s.wav: see https://huggingface.co/{source.voice_repo}/tree/main "
+            f"(its files NAME{suffix}), or give a local .safetensors voice embedding.{known}") from e
+
+
+def list_cached_voices(source: KyutaiSource, suffix: str) -> list[str]:
+    """Voice names of `source.voice_repo` present in the local hub cache (all of them for the builtin)."""
+    from huggingface_hub import constants
+
+    root = source.hub_dir if source.hub_dir is not None else Path(constants.HF_HUB_CACHE)
+    base = Path(root) / ("models--" + source.voice_repo.replace("/", "--")) / "snapshots"
+    names = set()
+    for snap in base.glob("*") if base.is_dir() else ():
+        for f in snap.rglob(f"*{suffix}"):
+            names.add(str(f.relative_to(snap))[: -len(suffix)])
+    return sorted(names)
 
 
 class KyutaiBackend:
-    """Kyutai's DSM TTS on one GPU; `synthesize_batch` generates several turns in one pass."""
+    """Kyutai's DSM TTS on one device; `synthesize_batch` speaks several turns, each on its own (see above)."""
 
     name = "kyutai"
 
     def __init__(
         self,
         hf_repo: str = DEFAULT_REPO,
-        voice_repo: str = DEFAULT_VOICE_REPO,
+        voice_repo: str | None = None,
         voices: tuple[str, ...] | list[str] = DEFAULT_VOICES,
         n_q: int = 32,
         temp: float = 0.6,
         cfg_coef: float = 2.0,
         padding_between: int = 1,
         device: str = "cuda",
-        seed_from_text: bool = True,
+        num_threads: int | None = None,
     ) -> None:
         _require(device)
         import torch
         from moshi.models.loaders import CheckpointInfo
         from moshi.models.tts import TTSModel
 
-        self.hf_repo = hf_repo
-        self.voice_repo = voice_repo
-        self._voices = tuple(voices)
+        self.setup = check_setup(hf_repo, voice_repo, voices, cfg_coef)
+        source = self.setup.source
+        self.hf_repo = source.name
+        self.voice_repo = source.voice_repo
+        self._voices = tuple(dict.fromkeys(voices))
         self.n_q = n_q
-        self.cfg_coef = cfg_coef
+        self.temp = temp
+        self.cfg_coef = float(cfg_coef)
         self.padding_between = padding_between
         self.device = device
-        self.seed_from_text = seed_from_text
         self._torch = torch
-        checkpoint = CheckpointInfo.from_hf_repo(hf_repo)
-        self.model = TTSModel.from_checkpoint_info(
-            checkpoint, n_q=n_q, temp=temp, voice_repo=voice_repo, device=torch.device(device)
-        )
+        if num_threads is None and device == "cpu" and source.name == TINY:
+            num_threads = 1  # its matrices are too small to gain from threads; spinning threads only cost
+        self.num_threads = num_threads
+        with hub(source), self._compile_guard(), self._threads():
+            checkpoint = CheckpointInfo.from_hf_repo(source.repo)
+            self.model = TTSModel.from_checkpoint_info(
+                checkpoint, n_q=n_q, temp=temp, voice_repo=source.voice_repo, device=torch.device(device)
+            )
         self.sample_rate_hz = int(self.model.mimi.sample_rate)  # 24 kHz
         self.frame_rate = float(self.model.mimi.frame_rate)  # 12.5 Hz
         self._distilled_cfg = bool(self.model.valid_cfg_conditionings)
         if not self._distilled_cfg:
-            self.model.cfg_coef = cfg_coef
+            self.model.cfg_coef = self.cfg_coef
+        self.codec_name = self.setup.codec_name
         self._conditions: dict[str, object] = {}
-        self._lock = threading.Lock()  # one generation at a time on the GPU
+        self._lock = threading.Lock()  # one generation at a time on the device
 
     # --- interface -------------------------------------------------------------------------------
 
@@ -123,84 +294,111 @@ class KyutaiBackend:
             version = importlib.metadata.version("moshi")
         except importlib.metadata.PackageNotFoundError:
             version = None
+        src = self.setup.source
         return {
             "backend": self.name,
             "package": "moshi",
             "version": version,
             "model": self.hf_repo,
+            "repo": src.repo,
+            "fingerprint": src.fingerprint,
+            "model_id": self.setup.config.get("model_id"),
             "voice_repo": self.voice_repo,
+            "voices": dict(self.setup.voice_sha256),  # voice -> sha256 of its embedding file
             "n_q": self.n_q,
+            "temp": self.temp,
             "cfg_coef": self.cfg_coef,
+            "device": self.device,
+            "codec": self.codec_name,
             "sample_rate_hz": self.sample_rate_hz,
             "frame_rate_hz": self.frame_rate,
+            "seeding": "per turn",
         }
 
-    def synthesize(self, text: str, voice: str) -> Utterance:
-        return self.synthesize_batch([text], [voice])[0]
+    def synthesize(self, text: str, voice: str, seed: int | None = None) -> Utterance:
+        return self.synthesize_batch([text], [voice], None if seed is None else [seed])[0]
 
     def silence_codes(self) -> np.ndarray:
         """[8] Mimi codes of a silent frame (the last frame of 1 s of zeros), to fill the timeline's gaps."""
         if getattr(self, "_silence", None) is None:
             torch = self._torch
-            with self._lock, torch.no_grad():
+            with self._lock, torch.no_grad(), self._compile_guard(), self._threads():
                 zeros = torch.zeros(1, 1, self.sample_rate_hz, device=self.device)
                 self._silence = self.model.mimi.encode(zeros)[0, :_CODEBOOKS, -1].cpu().numpy().astype(np.int64)
         return self._silence
 
-    def synthesize_batch(self, texts: list[str], voices: list[str]) -> list[Utterance]:
-        if len(texts) != len(voices):
-            raise ValueError(f"{len(texts)} texts but {len(voices)} voices")
+    def synthesize_batch(self, texts: list[str], voices: list[str], seeds: list[int] | None = None) -> list[Utterance]:
+        """One Utterance per text; turn i is generated alone, seeded by `seeds[i]` (default: from its text and voice)."""
+        if len(texts) != len(voices) or (seeds is not None and len(seeds) != len(texts)):
+            raise ValueError(f"{len(texts)} texts, {len(voices)} voices, {len(seeds or texts)} seeds")
+        for v in voices:
+            if v not in self.setup.voice_files:
+                raise ValueError(f"kyutai voice {v!r} was not declared at start-up; declared: {', '.join(self._voices)}")
+        if seeds is None:
+            seeds = [stable_int("kyutai", t, v) for t, v in zip(texts, voices)]
+        return [self._one(t, v, s) for t, v, s in zip(texts, voices, seeds)]
+
+    @contextlib.contextmanager
+    def _threads(self):
+        """torch's intra-op threads set to `num_threads` while this backend computes, then given back
+        (torch's setting is process-wide: other models in the process keep theirs)."""
+        if self.num_threads is None:
+            yield
+            return
+        old = self._torch.get_num_threads()
+        self._torch.set_num_threads(max(1, int(self.num_threads)))
+        try:
+            yield
+        finally:
+            self._torch.set_num_threads(old)
+
+    def _compile_guard(self):
+        """moshi's lazy torch.compile off on the CPU (see the module doc); on CUDA as moshi sets it."""
+        if self.device == "cpu":
+            from moshi.utils.compile import no_compile
+
+            return no_compile()
+        return contextlib.nullcontext()
+
+    def _one(self, text: str, voice: str, seed: int) -> Utterance:
         torch = self._torch
-        prepared = [_script(t) for t in texts]
-        entries = []
-        for (_, _, tokens, line), text in zip(prepared, texts):
-            got = self.model.prepare_script([line], padding_between=self.padding_between) if tokens else []
-            if len(got) != len(tokens):
-                raise RuntimeError(f"kyutai script has {len(got)} entries for {len(tokens)} tokens: {text!r}")
-            entries.append(got)
-        attributes = [self._condition(v) for v in voices]
-        with self._lock, torch.no_grad():
-            if self.seed_from_text:
-                torch.manual_seed(stable_int("kyutai", tuple(texts), tuple(voices)))
-            result = self.model.generate(entries, attributes)
-            frames = torch.cat(result.frames[self.model.delay_steps :], dim=-1)  # [B, 1 + Q, T]
+        written, token_word, tokens, line = _script(text)
+        entries = self.model.prepare_script([line], padding_between=self.padding_between) if tokens else []
+        if len(entries) != len(tokens):
+            raise RuntimeError(f"kyutai script has {len(entries)} entries for {len(tokens)} tokens: {text!r}")
+        attributes = self._condition(voice)
+        devices = [torch.device(self.device)] if self.device.startswith("cuda") else []
+        with self._lock, torch.no_grad(), self._compile_guard(), self._threads(), torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            result = self.model.generate([entries], [attributes])
+            frames = torch.cat(result.frames[self.model.delay_steps :], dim=-1)  # [1, 1 + Q, T]
             pcm_frames = []
-            with self.model.mimi.streaming(len(texts)):
+            with self.model.mimi.streaming(1):
                 for t in range(frames.shape[-1]):
                     pcm_frames.append(torch.clip(self.model.mimi.decode(frames[:, 1:, t : t + 1]), -1, 1))
-            pcm = torch.cat(pcm_frames, dim=-1)[:, 0].float().cpu().numpy()  # [B, samples]
-            codes = frames[:, 1 : 1 + _CODEBOOKS].cpu().numpy()
+            pcm = torch.cat(pcm_frames, dim=-1)[0, 0].float().cpu().numpy()  # [samples]
+            codes = frames[0, 1 : 1 + _CODEBOOKS].cpu().numpy()
         hop = pcm.shape[-1] // max(frames.shape[-1], 1)
-        out = []
-        for b, ((written, token_word, tokens, _), voice) in enumerate(zip(prepared, voices)):
-            end_step = result.end_steps[b]
-            if tokens and end_step is None:
-                raise RuntimeError(f"kyutai TTS did not finish within max_gen_length: {texts[b]!r}")
-            # Like simple_generate: decoded frames [2, end_step + 2) of the delay-corrected stream.
-            stop = min(max(end_step or 0, 1) + _TRIM_FRAMES, frames.shape[-1])
-            audio = pcm[b, _TRIM_FRAMES * hop : stop * hop].astype(np.float32)
-            if audio.size == 0:  # nothing to say ("", "...")
-                audio = np.zeros(int(0.2 * self.sample_rate_hz), dtype=np.float32)
-            steps = [step for _, step in result.all_transcripts[b]]
-            measured = self._spans(audio, steps, token_word, len(written), end_step or stop)
-            words = assemble_spans(written, measured, len(audio) / self.sample_rate_hz)
-            out.append(
-                Utterance(
-                    audio=audio,
-                    sample_rate_hz=self.sample_rate_hz,
-                    words=words,
-                    voice=voice,
-                    codes=codes[b, :, _TRIM_FRAMES:stop].astype(np.int64),
-                )
-            )
-        return out
+        end_step = result.end_steps[0]
+        if tokens and end_step is None:
+            raise RuntimeError(f"kyutai TTS did not finish within max_gen_length: {text!r}")
+        # Like simple_generate: decoded frames [2, end_step + 2) of the delay-corrected stream.
+        stop = min(max(end_step or 0, 1) + _TRIM_FRAMES, frames.shape[-1])
+        audio = pcm[_TRIM_FRAMES * hop : stop * hop].astype(np.float32)
+        if audio.size == 0:  # nothing to say ("", "...")
+            audio = np.zeros(int(0.2 * self.sample_rate_hz), dtype=np.float32)
+        steps = [step for _, step in result.all_transcripts[0]]
+        measured = self._spans(audio, steps, token_word, len(written), end_step or stop)
+        words = assemble_spans(written, measured, len(audio) / self.sample_rate_hz)
+        return Utterance(audio=audio, sample_rate_hz=self.sample_rate_hz, words=words, voice=voice,
+                         codes=codes[:, _TRIM_FRAMES:stop].astype(np.int64))
 
     # --- internals -------------------------------------------------------------------------------
 
     def _condition(self, voice: str):  # noqa: ANN202 - moshi ConditionAttributes
         cached = self._conditions.get(voice)
         if cached is None:
-            path = Path(voice) if voice.endswith(".safetensors") else self.model.get_voice_path(voice)
+            path = self.setup.voice_files[voice]  # resolved at start-up (check_setup)
             cfg = self.cfg_coef if self._distilled_cfg else None
             cached = self.model.make_condition_attributes([path], cfg_coef=cfg)
             self._conditions[voice] = cached

@@ -138,11 +138,13 @@ def run_corpus(manifest_path: Path | str, out: Path, args: RunArgs) -> CorpusRes
     h = config_hash(config)
     out = Path(out)
     check_config(out, config, h)
+    steps = Steps(m, out, args)
+    if any("speech" in u.stages for u in todo):
+        steps.check()  # kyutai model, cfg_coef, voices: before any dialogue is made or read
     out.mkdir(parents=True, exist_ok=True)
     result = CorpusResult(str(out))
     with _Lock(out):
         provenance.write(out, m, config, h, every)
-        steps = Steps(m, out, args)
         bar = _bar(sum(len(u.stages) for u in todo), args.progress)
         failed: set[str] = set()
         try:

@@ -89,15 +89,24 @@ class Steps:
 
         return pool_args(self.args.workers, self.args.ray_address, self.device, self.args.verbose)
 
-    def _speech(self, u: Unit, src: Path, out: Path) -> Summary:
-        from pipeline import audio_jobs
-        from pipeline.speech_worker import SpeechSpec, TimelineConfig
+    def speech_spec(self, split: str | None = None):
+        from pipeline.speech_worker import SpeechSpec, TimelineConfig, kyutai_options
         from tts.voices import VoiceConfig
 
         sp = self.m.models.speech
         voices = VoiceConfig(sp.assistant_voice, tuple(sp.user_voices))
-        opts = (("kyutai", (("device", self.device),)),) if "kyutai" in voices.backends() else ()
-        spec = SpeechSpec(voices, TimelineConfig(), opts, u.name)
+        return SpeechSpec(voices, TimelineConfig(), kyutai_options(voices, self.device, sp.model, sp.cfg_coef), split)
+
+    def check(self) -> None:
+        """Settings that can be checked before any work (kyutai model, cfg_coef, voice files)."""
+        from pipeline.speech_worker import check_speech_spec
+
+        check_speech_spec(self.speech_spec())
+
+    def _speech(self, u: Unit, src: Path, out: Path) -> Summary:
+        from pipeline import audio_jobs
+
+        spec = self.speech_spec(u.name)
         return audio_jobs.speech(src, out, spec, limit=None, pool_args=self._pool_args(),
                                  opts=_options("speech", self.args.progress), kept=self.kept["speech"])
 

@@ -175,6 +175,10 @@ def test_resolved_merges_overrides_and_to_dict_round_trips(tmp_path):
         ("{assistant_voice: piper:joe,", "{backend: espeak, assistant_voice: piper:joe,",
          "models.speech.assistant_voice", ["'piper:joe' is not on backend 'espeak'", "espeak:VOICE"]),
         ("name: t\n", "name: My Corpus\n", "name", ["'My Corpus'"]),
+        ("user_voices: [espeak:en-us+m3]}", "user_voices: [espeak:en-us+m3], model: builtin:kyutai-tiny}",
+         "models.speech.model", ["only for the kyutai backend"]),
+        ("user_voices: [espeak:en-us+m3]}", "user_voices: [kyutai:vctk/p226_023.wav], cfg_coef: -1}",
+         "models.speech.cfg_coef", ["positive number", "-1"]),
     ],
 )
 def test_each_mistake_is_located(tmp_path, old, new, location, expected):
@@ -221,3 +225,16 @@ def test_all_mistakes_are_reported_at_once(tmp_path):
     lines = msg.splitlines()
     assert lines[0].endswith("7 errors in the manifest")
     assert len(lines) == 8 and all(line.startswith(str(tmp_path / "m.yaml") + ": ") for line in lines)
+
+
+def test_kyutai_model_and_cfg_coef_are_read_and_hashed_only_when_set(tmp_path):
+    f = tmp_path / "m.yaml"
+    f.write_text(GOOD)
+    plain = load_manifest(f)
+    f.write_text(GOOD.replace("user_voices: [espeak:en-us+m3]}",
+                              "user_voices: [kyutai:vctk/p226_023.wav], model: builtin:kyutai-tiny, cfg_coef: 3.0}"))
+    m = load_manifest(f)
+    assert (m.models.speech.model, m.models.speech.cfg_coef) == ("builtin:kyutai-tiny", 3.0)
+    speech = m.to_dict()["models"]["speech"]
+    assert speech["model"] == "builtin:kyutai-tiny" and speech["cfg_coef"] == 3.0
+    assert "model" not in plain.to_dict()["models"]["speech"]  # older manifests keep their config hash

@@ -53,3 +53,13 @@ def speech_regions(u: Utterance, window_s: float = 0.01, rel: float = 0.05, min_
         else:
             regions.append([t0, t1])
     return [tuple(r) for r in regions]
+
+
+def check_row_words(row: dict) -> None:
+    """A speech row's word spans: inside its audio, starts monotonic per speaker."""
+    dur = row["num_samples"] / row["sample_rate_hz"]
+    last: dict[str, float] = {}
+    for w in row["words"]:
+        assert 0.0 <= w["start_s"] < w["end_s"] <= dur + 1e-9, w
+        assert w["start_s"] >= last.get(w["speaker"], 0.0) - 1e-9, f"starts go back at {w}"
+        last[w["speaker"]] = w["start_s"]
