@@ -381,7 +381,9 @@ class BenchmarkSource:
 
         if rec is None:
             reason, message = err or ("row:malformed", "unreadable")
-            return reject(reason, f"row is {message}. Fix or delete it; the rest of the file is read.")
+            rest = ("the rest of the file is read" if "cannot be read" not in message
+                    else "the elements after it were not read")
+            return reject(reason, f"row is {message}. Fix or delete it; {rest}.")
         try:
             key, image, pairs = PARSERS[name](rec)
         except _Bad as bad:

@@ -171,7 +171,7 @@ def _json_array_records(path: Path, chunk: int = 1 << 16) -> Iterator[tuple[int,
                 if need_comma:
                     if c != ",":
                         yield n + 1, None, ("row:malformed_json", f"expected ',' or ']' after element {n}, "
-                                            f"found {c!r}")
+                                            f"found {c!r}; the rest cannot be read")
                         return
                     need_comma, pos = False, pos + 1
                     continue
@@ -369,7 +369,9 @@ class CaptionSource:
 
         if rec is None:
             reason, message = err or ("row:malformed", "unreadable")
-            return reject(reason, f"row is {message}. Fix or delete it; the rest of the file is read.")
+            rest = ("the rest of the file is read" if "cannot be read" not in message
+                    else "the elements after it were not read")
+            return reject(reason, f"row is {message}. Fix or delete it; {rest}.")
         id_field, text_field = ID_FIELD[src], TEXT_FIELD[src]
         raw_id = _text(rec.get(id_field))
         if raw_id is None:

@@ -418,7 +418,8 @@ def test_json_array_file_is_read_as_a_stream(tmp_path):
     _, (rows,) = load("pixmo", bad)
     assert [getattr(r, "reason", "ok") for r in rows] == ["ok", "row:malformed_json", "row:malformed_json"]
     assert f"{bad} element 2:" in rows[1].detail and "not an object" in rows[1].detail
-    assert f"{bad} element 3:" in rows[2].detail
+    assert f"{bad} element 3:" in rows[2].detail and "elements after it were not read" in rows[2].detail
+    assert "the rest of the file is read" in rows[1].detail
 
 
 def test_script_repositories_fail_before_any_work(tmp_path, monkeypatch):
