@@ -24,6 +24,7 @@ has its own reason. Captions get the released generator's clean-up
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import json
 import logging
@@ -328,6 +329,11 @@ class CaptionSource:
              "shards": [s.name for s in self.shards]}
         if any(self._roots):
             d["image_roots"] = [str(r) if r else None for r in self._roots]
+        # reading options that change the rows (absent when default, so default configs are unchanged)
+        opts = {f.name: getattr(self.options, f.name) for f in dataclasses.fields(CaptionOptions)
+                if f.name != "image_root" and getattr(self.options, f.name) != f.default}
+        if opts:
+            d["options"] = opts
         return d
 
     def iter_shard(self, index: int) -> Iterator[Caption | CaptionRejection]:

@@ -218,6 +218,10 @@ def test_pixelprose_filters_are_opt_in_and_use_the_class_id():
     assert rejections(rows) == [] and rows[2].text == "Ok."
     with pytest.raises(ValueError, match="watermark_classes"):
         CaptionOptions(watermark_classes=(3,))
+    # the options that change the rows are part of the source's description (so of the stage config)
+    assert "options" not in open_source("pixelprose", str(path)).describe()
+    assert open_source("pixelprose", str(path), CaptionOptions(watermark_classes=(1,), max_toxicity=0.5)
+                       ).describe()["options"] == {"max_toxicity": 0.5, "watermark_classes": (1,)}
 
 
 def test_pixelprose_unknown_class_is_a_counted_rejection(tmp_path):
