@@ -39,6 +39,7 @@ tables `pipeline/source_schemas.py` mirrors; "a|b" = either column):
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import re
 from pathlib import Path
@@ -304,6 +305,12 @@ def _parse_renderedtext(rec: dict) -> Parsed:
 
 def _rendered_lines(side: Any) -> str:
     """The text of a RenderedText sidecar: `ocr_annotation.text`, a list of lines, joined with spaces."""
+    if isinstance(side, (str, bytes)):  # the sidecar as raw JSON text (a webdataset .json member)
+        try:
+            side = json.loads(side)
+        except ValueError as e:
+            raise _Bad("qa:empty", f"field 'json' is not valid JSON ({e}); expected the webdataset sidecar "
+                       "{ocr_annotation: {text: [lines]}}. Fix it or drop the row.") from None
     ann = side.get("ocr_annotation") if isinstance(side, dict) else None
     lines = ann.get("text") if isinstance(ann, dict) else None
     if isinstance(lines, str):

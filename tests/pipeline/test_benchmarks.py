@@ -208,6 +208,13 @@ def test_renderedtext_sidecar_problems_are_counted_rejections(tmp_path):
     assert "field 'json'.ocr_annotation is null" in got[1].detail and "line 2" in got[1].detail
     assert "field 'json' is null" in got[2].detail and "Fill it in" in got[3].detail
     assert pairs(got[4])[0][1] == "one string"
+    # the sidecar as raw JSON text, as a webdataset .json member holds it
+    raw = tmp_path / "raw.jsonl"
+    raw.write_text(json.dumps({"__key__": "r", "png": {"bytes": None, "path": "r.png"},
+                               "json": json.dumps({"ocr_annotation": {"text": ["a", "b"]}})}) + "\n"
+                   + json.dumps({"__key__": "s", "png": {"bytes": None, "path": "s.png"}, "json": "{oops"}) + "\n")
+    _, got = load("renderedtext", raw)
+    assert pairs(got[0])[0][1] == "a b" and got[1].reason == "qa:empty" and "not valid JSON" in got[1].detail
 
 
 def test_script_repo_benchmark_fails_at_once(tmp_path):
