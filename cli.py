@@ -85,7 +85,7 @@ def _fail(e: Exception) -> None:
 def dialogues(
     source: Annotated[str, typer.Option("--source", help="Caption source: pixmo, docci or pixelprose.")],
     instruction: Annotated[str, typer.Option("--instruction", help="COMB LOC PROP NUM TS1 TS2 LEAD1 LEAD2 (Appendix F).")],
-    input: Annotated[str, typer.Option("--input", help="Hub dataset id (allenai/pixmo-cap, google/docci, tomg-group-umd/pixelprose) or local Parquet/JSONL/CSV file or folder.")],
+    input: Annotated[str, typer.Option("--input", help="Hub dataset id[@split] (allenai/pixmo-cap, tomg-group-umd/pixelprose) or local Parquet/JSONL/JSON/CSV file or folder; DOCCI: its release file docci_descriptions.jsonlines (google/docci is a loading script and is refused).")],
     out: Out,
     limit: Annotated[Optional[int], typer.Option("--limit", min=0, help="Use only the first N captions.")] = None,
     replicas: Annotated[int, typer.Option("--replicas", min=1, help="Dialogues per caption (different seeds).")] = 1,
@@ -102,6 +102,10 @@ def dialogues(
     min_pairs: MinPairs = 8,
     max_pairs: MaxPairs = 16,
     comb_pool: Annotated[str, typer.Option("--comb-pool", help="Instructions COMB samples for pairs 2..n, comma-separated.")] = "LOC,PROP,NUM,LEAD1,TS1,TS2",
+    split: Annotated[str, typer.Option("--split", help="Hub split to read; DOCCI release file: the `split` value whose rows are used (others are skipped and counted).")] = "train",
+    image_root: Annotated[Optional[Path], typer.Option("--image-root", help="DOCCI release: folder the image_file column is relative to (default: images/ next to the file when present).")] = None,
+    watermark_classes: Annotated[Optional[str], typer.Option("--watermark-classes", help="PixelProse: keep only these watermark_class_id values, comma-separated (0 watermark, 1 clean, 2 text overlay), e.g. 1. Default: keep all, as Kyutai's released generator.")] = None,
+    max_toxicity: Annotated[Optional[float], typer.Option("--max-toxicity", min=0.0, max=1.0, help="PixelProse: reject rows whose highest Detoxify score is above this. Default: no filter, as Kyutai's released generator.")] = None,
     temperature: Temperature = 0.7,
     max_new_tokens: MaxNew = 150,
     on_length: OnLength = "reject",
@@ -126,12 +130,14 @@ def dialogues(
     bad = [p for p in pool if p not in INSTRUCTIONS or p == "COMB"]
     if bad or not pool:
         _fail(ValueError(f"--comb-pool has {bad or 'nothing'}; choose from {' '.join(INSTRUCTIONS[1:])}"))
+    copts = _caption_options(split, image_root, watermark_classes, max_toxicity)
     dcfg = _dialogue_config(min_pairs, max_pairs, temperature, max_new_tokens, pool, on_length)
     args = _engine_args(model, user_model, assistant_model, separate_engines, engine, openai_base_url, workers,
                         ray_address, max_model_len, device, verbose)
     try:
         summary = jobs.dialogues(source, instruction, input, out, limit=limit, replicas=replicas, seed=seed,
-                                 args=args, dcfg=dcfg, opts=_run_options(overwrite, retry_failed, max_inflight, no_progress))
+                                 args=args, dcfg=dcfg, opts=_run_options(overwrite, retry_failed, max_inflight, no_progress),
+                                 caption_options=copts)
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         _fail(e)
     _finish(summary, out)
@@ -184,6 +190,23 @@ def generic(
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         _fail(e)
     _finish(summary, out)
+
+
+def _caption_options(split, image_root, watermark_classes, max_toxicity):
+    from pipeline.captions import CaptionOptions
+
+    classes = None
+    if watermark_classes is not None:
+        try:
+            classes = tuple(sorted({int(x) for x in watermark_classes.split(",") if x.strip()}))
+        except ValueError:
+            _fail(ValueError(f"--watermark-classes {watermark_classes!r}: write class ids, comma-separated, "
+                             "from 0 (watermark), 1 (clean), 2 (text overlay), e.g. 1"))
+    try:
+        return CaptionOptions(split=split, image_root=str(image_root) if image_root else None,
+                              watermark_classes=classes, max_toxicity=max_toxicity)
+    except ValueError as e:
+        _fail(e)
 
 
 def _dialogue_config(min_pairs, max_pairs, temperature, max_new_tokens, pool, on_length):

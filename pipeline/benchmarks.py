@@ -14,28 +14,32 @@ or a hub id loaded with `datasets.load_dataset(id, streaming=True)` (`hub:ID` fo
 shard). A bad row becomes a `CaptionRejection` (reason e.g. `qa:empty`, detail naming file, row
 and field); a missing required column raises `BenchmarkSchemaError` (a `CaptionSchemaError`).
 
-Column schemas assumed (the real releases; "a|b" = either column):
+Column schemas (the real releases, checked against their cards and loaders: docs/sources.md, whose
+tables `pipeline/source_schemas.py` mirrors; "a|b" = either column):
 
-- tallyqa (original TallyQA JSON release; hub e.g. `vikhyatk/tallyqa`): `image` (COCO / Visual
-  Genome relative path string, e.g. "train2014/COCO_train2014_000000393267.jpg", or a `datasets`
-  Image struct {bytes, path}), `question` (str), `answer` (int count), optional `question_id`
-  (row key), `image_id`, `data_source`, `issimple`. The answer is written as digits ("3"); the TTS
-  normaliser speaks numbers later. Without `question_id` the key is a hash of image and question.
+- tallyqa: either the `tallyqa` config of `HuggingFaceM4/the_cauldron` (the hub default): `images`
+  (list of Image {bytes, path}), `texts` (list of {user, assistant, source}); one dialogue per row
+  with every turn in order, key = a hash of the first image's sha256 and the first question. Or the
+  original TallyQA release (`train.json`, one JSON array, read as a stream; or JSON lines /
+  Parquet): `image` (COCO / Visual Genome relative path), `question`, `answer` (int count, written
+  as digits), optional `question_id` (row key), `image_id`, `data_source`, `issimple`.
 - ocrvqa (`howard-hou/OCR-VQA`): `image_id` (str, row key), `image` (Image {bytes, path}),
-  `questions` (list[str]), `answers` (list[str], same length), optional `image_url`, `title`,
-  `authorName`, `genre`, `set_name`. One dialogue per row with every pair in order.
+  `questions` (list[str]), `answers` (list[str], same length), optional `image_url`, `title`, ...
+  One dialogue per row with every pair in order.
 - renderedtext (`wendlerc/RenderedText`, webdataset shards): `png|image` (Image {bytes, path}),
-  `text|json` (the rendered text; `json` is the webdataset sidecar dict holding "text"),
-  optional `__key__` (row key; else a hash of the image sha256 and text). There is no question:
-  the user question is picked from `RENDERED_TEXT_QUESTIONS` by a seeded choice from the key.
-- docvqa (`lmms-lab/DocVQA`, config "DocVQA", splits validation/test): `questionId` (row key),
-  `question` (str), `answers` (list[str]; the first is used; None on the test split, which is
-  then rejected), `image` (Image {bytes, path}), optional `docId`, `ucsf_document_id`,
-  `ucsf_document_page_no`, `question_types`, `data_split`.
+  `json` (the webdataset sidecar; the text is `json.ocr_annotation.text`, a list of lines, joined
+  with spaces) or a flat `text` column, optional `__key__` (row key; else a hash of the image sha256
+  and text). There is no question: the user question is picked from `RENDERED_TEXT_QUESTIONS` by a
+  seeded choice from the key.
+- docvqa (`HuggingFaceM4/DocumentVQA` split train, the benchmark's training questions; also
+  `lmms-lab/DocVQA` config "DocVQA", which has only validation/test): `questionId` (row key),
+  `question` (str), `answers` (list[str]; the first is used; None on test splits, then rejected),
+  `image` (Image {bytes, path}), optional `docId`, ...
 """
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import re
 from pathlib import Path
@@ -47,21 +51,26 @@ from pipeline.captions import (
     CaptionSchemaError,
     InputShard,
     _file_columns,
+    _is_json_array,
+    _json_array_records,
     _jsonl_records,
     _looks_like_path,
     _scan,
 )
+from pipeline.hub_load import ScriptDatasetError, check_not_script, load_streaming
 from pipeline.types import CaptionRejection, Dialogue, ImageRef, Turn, stable_hash, stable_int
 
 BENCHMARKS: tuple[str, ...] = ("tallyqa", "ocrvqa", "renderedtext", "docvqa")
 INSTRUCTION = "QA"
 SUFFIXES = (".parquet", ".jsonl", ".json")
-# Each entry is a required column given as its alternatives (any one of them will do).
-REQUIRED: dict[str, tuple[tuple[str, ...], ...]] = {
-    "tallyqa": (("image",), ("question",), ("answer",)),
-    "ocrvqa": (("image_id",), ("image",), ("questions",), ("answers",)),
-    "renderedtext": (("png", "image"), ("text", "json")),
-    "docvqa": (("questionId",), ("question",), ("answers",), ("image",)),
+# The schemas a benchmark accepts (any one will do); each is a list of required columns, each column
+# given as its alternatives (any one of them will do).
+REQUIRED: dict[str, tuple[tuple[tuple[str, ...], ...], ...]] = {
+    "tallyqa": ((("images",), ("texts",)),                       # HuggingFaceM4/the_cauldron tallyqa
+                (("image",), ("question",), ("answer",))),      # the original release
+    "ocrvqa": ((("image_id",), ("image",), ("questions",), ("answers",)),),
+    "renderedtext": ((("png", "image"), ("json", "text")),),
+    "docvqa": ((("questionId",), ("question",), ("answers",), ("image",)),),
 }
 OPTIONAL: dict[str, tuple[str, ...]] = {
     "tallyqa": ("question_id", "image_id", "image_url", "url"),
@@ -69,10 +78,11 @@ OPTIONAL: dict[str, tuple[str, ...]] = {
     "renderedtext": ("__key__",),
     "docvqa": ("docId",),
 }
-HUB_IDS = {"tallyqa": "vikhyatk/tallyqa", "ocrvqa": "howard-hou/OCR-VQA",
-           "renderedtext": "wendlerc/RenderedText", "docvqa": "lmms-lab/DocVQA"}
-HUB_CONFIG = {"docvqa": "DocVQA"}
-HUB_SPLIT = {"tallyqa": "train", "ocrvqa": "train", "renderedtext": "train", "docvqa": "validation"}
+HUB_IDS = {"tallyqa": "HuggingFaceM4/the_cauldron", "ocrvqa": "howard-hou/OCR-VQA",
+           "renderedtext": "wendlerc/RenderedText", "docvqa": "HuggingFaceM4/DocumentVQA"}
+# Configs of the hub ids that need one (applied when the id is given).
+HUB_CONFIGS = {"HuggingFaceM4/the_cauldron": "tallyqa", "lmms-lab/DocVQA": "DocVQA"}
+HUB_SPLIT = {"tallyqa": "train", "ocrvqa": "train", "renderedtext": "train", "docvqa": "train"}
 RENDERED_TEXT_QUESTIONS: tuple[str, ...] = (
     "What does the text say?",
     "Can you read me what's written here?",
@@ -88,22 +98,30 @@ class BenchmarkSchemaError(CaptionSchemaError):
 
 
 def _columns_needed(name: str) -> list[str]:
-    return [alt for group in REQUIRED[name] for alt in group] + list(OPTIONAL[name])
+    cols = [alt for schema in REQUIRED[name] for group in schema for alt in group] + list(OPTIONAL[name])
+    return list(dict.fromkeys(cols))
+
+
+def _fits(schema: tuple[tuple[str, ...], ...], found: list[str]) -> bool:
+    return all(any(c in found for c in g) for g in schema)
 
 
 def _check_columns(where: str, name: str, found: list[str]) -> None:
-    for group in REQUIRED[name]:
-        if not any(c in found for c in group):
-            fits = [b for b in BENCHMARKS if b != name
-                    and all(any(c in found for c in g) for g in REQUIRED[b])]
-            hint = f" These columns fit benchmark {fits[0]!r}: did you mean that one?" if fits else ""
-            need = [" or ".join(repr(c) for c in g) for g in REQUIRED[name]]
-            raise BenchmarkSchemaError(
-                f"{where}: missing required column {' or '.join(map(repr, group))} for benchmark "
-                f"{name!r}. Columns found: {sorted(found)}. Fix: {name} needs columns "
-                f"[{', '.join(need)}] (the schema of {HUB_IDS[name]}); rename the column in the "
-                f"file, or pick the benchmark the file was made for.{hint}"
-            )
+    if any(_fits(schema, found) for schema in REQUIRED[name]):
+        return
+    # name the first missing column of the schema that comes closest
+    schema = max(REQUIRED[name], key=lambda sc: sum(any(c in found for c in g) for g in sc))
+    group = next(g for g in schema if not any(c in found for c in g))
+    fits = [b for b in BENCHMARKS if b != name and any(_fits(sc, found) for sc in REQUIRED[b])]
+    hint = f" These columns fit benchmark {fits[0]!r}: did you mean that one?" if fits else ""
+    need = " or ".join("[" + ", ".join(" or ".join(repr(c) for c in g) for g in sc) + "]"
+                       for sc in REQUIRED[name])
+    raise BenchmarkSchemaError(
+        f"{where}: missing required column {' or '.join(map(repr, group))} for benchmark "
+        f"{name!r}. Columns found: {sorted(found)}. Fix: {name} needs columns {need} (see "
+        f"docs/sources.md; hub default {HUB_IDS[name]}); rename the column in the file, or pick "
+        f"the benchmark the file was made for.{hint}"
+    )
 
 
 def check_file(path: Path, name: str) -> None:
@@ -128,6 +146,9 @@ def _iter_local(path: Path, name: str) -> Iterator[Row]:
             for rec in batch.to_pylist():
                 row += 1
                 yield f"{path} row {row}", rec, None
+    elif _is_json_array(path):  # e.g. TallyQA's train.json: one array, streamed
+        for n, rec, err in _json_array_records(path):
+            yield f"{path} element {n}", rec, err
     else:
         for lineno, rec, err in _jsonl_records(path):
             yield f"{path} line {lineno}", rec, err
@@ -207,6 +228,8 @@ Parsed = tuple[str, ImageRef, list[tuple[str, str]]]
 
 
 def _parse_tallyqa(rec: dict) -> Parsed:
+    if "texts" in rec or "images" in rec:
+        return _parse_cauldron(rec)
     img = _need_image(rec, "image", "image_url" if rec.get("image_url") else "url")
     q = _need_text(rec, "question")
     a = _count(rec.get("answer"))
@@ -215,6 +238,34 @@ def _parse_tallyqa(rec: dict) -> Parsed:
                    "non-negative integer count. Fix the answer or drop the row.")
     key = _text(rec.get("question_id")) or stable_hash("tallyqa", img.path or img.url or img.sha256, q)
     return key, img, [(q, a)]
+
+
+def _parse_cauldron(rec: dict) -> Parsed:
+    """A the_cauldron row: `images` (list of Image structs), `texts` (list of {user, assistant, source})."""
+    images, texts = rec.get("images"), rec.get("texts")
+    if not isinstance(images, list) or not images:
+        raise _Bad("image:missing", f"field 'images' is {_describe(images)}; expected a non-empty list of "
+                   "images {bytes, path}. Every QA row needs its image; fill it in or drop the row.")
+    img = _image(images[0])
+    if img is None:
+        raise _Bad("image:missing", f"field 'images'[0] is {_describe(images[0])}; expected an image "
+                   "{bytes, path}. Fill it in or drop the row.")
+    if not isinstance(texts, list) or not texts:
+        raise _Bad("qa:empty", f"field 'texts' is {_describe(texts)}; expected a non-empty list of "
+                   "{user, assistant} turns. Fill it in or drop the row.")
+    pairs = []
+    for j, turn in enumerate(texts):
+        if not isinstance(turn, dict):
+            raise _Bad("qa:empty", f"field 'texts'[{j}] is {_describe(turn)}; expected a {{user, assistant}} "
+                       "object. Fix it or drop the row.")
+        for role in ("user", "assistant"):
+            v = turn.get(role)
+            if not (isinstance(v, str) and v.strip()):
+                raise _Bad("qa:empty", f"field 'texts'[{j}].{role} is {_describe(v)}; expected a non-empty "
+                           "string. Fill it in or drop the row.")
+        pairs.append((turn["user"].strip(), turn["assistant"].strip()))
+    key = stable_hash("tallyqa", img.sha256 or img.path or img.url, pairs[0][0])
+    return key, img, pairs
 
 
 def _parse_ocrvqa(rec: dict) -> Parsed:
@@ -243,17 +294,38 @@ def _parse_ocrvqa(rec: dict) -> Parsed:
 def _parse_renderedtext(rec: dict) -> Parsed:
     field = "png" if "png" in rec else "image"
     img = _need_image(rec, field)
-    if "text" in rec:
-        text = _need_text(rec, "text", "rendered text")
+    if "json" in rec:
+        text = _rendered_lines(rec.get("json"))
     else:
-        side = rec.get("json")
-        if not isinstance(side, dict):
-            raise _Bad("qa:empty", f"field 'json' is {_describe(side)}; expected the webdataset "
-                       "sidecar dict with a 'text' entry. Fill it in or drop the row.")
-        text = _need_text(side, "text", "rendered text")
+        text = _need_text(rec, "text", "rendered text")
     key = _text(rec.get("__key__")) or stable_hash("renderedtext", img.sha256 or img.path, text)
     question = RENDERED_TEXT_QUESTIONS[stable_int("renderedtext", key) % len(RENDERED_TEXT_QUESTIONS)]
     return key, img, [(question, text)]
+
+
+def _rendered_lines(side: Any) -> str:
+    """The text of a RenderedText sidecar: `ocr_annotation.text`, a list of lines, joined with spaces."""
+    if isinstance(side, (str, bytes)):  # the sidecar as raw JSON text (a webdataset .json member)
+        try:
+            side = json.loads(side)
+        except ValueError as e:
+            raise _Bad("qa:empty", f"field 'json' is not valid JSON ({e}); expected the webdataset sidecar "
+                       "{ocr_annotation: {text: [lines]}}. Fix it or drop the row.") from None
+    ann = side.get("ocr_annotation") if isinstance(side, dict) else None
+    lines = ann.get("text") if isinstance(ann, dict) else None
+    if isinstance(lines, str):
+        lines = [lines]
+    if not isinstance(lines, list):
+        where = "field 'json'" if not isinstance(side, dict) else \
+            "field 'json'.ocr_annotation" if not isinstance(ann, dict) else "field 'json'.ocr_annotation.text"
+        value = side if not isinstance(side, dict) else ann if not isinstance(ann, dict) else lines
+        raise _Bad("qa:empty", f"{where} is {_describe(value)}; expected the webdataset sidecar "
+                   "{ocr_annotation: {text: [lines]}}. Fill it in or drop the row.")
+    text = " ".join(" ".join(x.split()) for x in lines if isinstance(x, str) and x.strip())
+    if not text:
+        raise _Bad("qa:empty", f"field 'json'.ocr_annotation.text is {_describe(lines)}; expected at least "
+                   "one non-empty line of rendered text. Fill it in or drop the row.")
+    return text
 
 
 def _parse_docvqa(rec: dict) -> Parsed:
@@ -267,7 +339,7 @@ def _parse_docvqa(rec: dict) -> Parsed:
     first = ans[0] if isinstance(ans, list) and ans else None
     if not (isinstance(first, str) and first.strip()):
         raise _Bad("qa:empty", f"field 'answers' is {_describe(ans)}; expected a list whose first "
-                   "item is a non-empty string (the test split has no answers: use validation).")
+                   "item is a non-empty string (test splits have no answers: use train).")
     return key, img, [(q, first.strip())]
 
 
@@ -316,7 +388,9 @@ class BenchmarkSource:
 
         if rec is None:
             reason, message = err or ("row:malformed", "unreadable")
-            return reject(reason, f"row is {message}. Fix or delete it; the rest of the file is read.")
+            rest = ("the rest of the file is read" if "cannot be read" not in message
+                    else "the elements after it were not read")
+            return reject(reason, f"row is {message}. Fix or delete it; {rest}.")
         try:
             key, image, pairs = PARSERS[name](rec)
         except _Bad as bad:
@@ -338,10 +412,11 @@ def _open_hub(name: str, input: str, hub_id: str) -> BenchmarkSource:
     hint = (f"{input!r} is not an existing local path, so it was loaded with `datasets` as a hub "
             f"dataset id (e.g. {HUB_IDS[name]}; needs the network or the HF cache).")
     try:
-        ds = datasets.load_dataset(hub_id, HUB_CONFIG.get(name) if hub_id == HUB_IDS[name] else None,
-                                   streaming=True)
+        ds = load_streaming(hub_id, HUB_CONFIGS.get(hub_id))
     except FileNotFoundError as e:
         raise FileNotFoundError(f"{hint} It failed: {e}") from e
+    except (CaptionSchemaError, ScriptDatasetError):
+        raise
     except Exception as e:
         e.add_note(hint)
         raise
@@ -357,7 +432,7 @@ def _open_hub(name: str, input: str, hub_id: str) -> BenchmarkSource:
     _check_columns(where, name, list(cols))
     ds = ds.select_columns([c for c in _columns_needed(name) if c in cols])
     feats = ds.features or {}
-    if any(isinstance(feats.get(c), datasets.Image) for c in ("image", "png")):
+    if any(isinstance(feats.get(c), datasets.Image) for c in ("image", "png")) or "images" in feats:
         ds = ds.decode(False)  # {bytes, path}: never decode pixels
     shards = [InputShard(i, f"{hub_id}@{split}#shard{i}") for i in range(ds.num_shards)]
     return BenchmarkSource(name, input, "hub", shards, dataset=ds)
@@ -367,6 +442,7 @@ def open_benchmark(name: str, input: str) -> BenchmarkSource:
     """Resolve `input` (local file or directory, hub id[@split], `hf://datasets/ID`, `hub:ID`)."""
     if name not in BENCHMARKS:
         raise ValueError(f"unknown benchmark {name!r}; valid benchmarks: {', '.join(BENCHMARKS)}")
+    check_not_script(input)
     if input.startswith("hub:"):
         return _open_hub(name, input, input[4:])
     if input.startswith("hf://"):

@@ -1,4 +1,4 @@
-"""Caption text normalisation: whitespace, PixelProse boilerplate openings, shortening.
+"""Caption text normalisation: whitespace, PixelProse boilerplate openings and meta sentences, shortening.
 
 Pure functions of their input. Template syntax (`{{ ... }}`, `{caption}`, `{% raw %}`) is text
 like any other: nothing here interprets or escapes it.
@@ -28,6 +28,13 @@ _ABBREVIATIONS = frozenset(
     "mr mrs ms dr st jr sr prof mt vs etc e.g i.e approx no fig ft lt col gen sgt".split()
 )
 _TRAILING_JUNK = " ,;:\u2013\u2014-"
+# Openings of the sentences about the picture itself (style, font, background) that PixelProse's VLM
+# appends to its captions; Kyutai's released generator cuts a caption at the first one after the
+# second sentence (ssvd/utils.py of kyutai-labs/moshivis, PIXELPROSE_TRIM_CANDIDATES).
+META_OPENINGS: tuple[str, ...] = (
+    "The image is", "This image is", "The background is", "The text is in", "The font is",
+    "The style of the image is", "This is a photograph",
+)
 
 
 def collapse_whitespace(text: str) -> str:
@@ -58,6 +65,21 @@ def sentence_ends(text: str) -> list[int]:
     return ends
 
 
+def trim_meta_sentences(text: str, keep: int = 2) -> str:
+    """Cut `text` before its first sentence, from the third on, that opens with a META_OPENINGS phrase.
+
+    The first `keep` sentences always stay. Sentences are found with `sentence_ends` (abbreviations and
+    initials do not end one), and the match is on the sentence's own opening, case as written, as the
+    released generator does."""
+    starts = [0] + sentence_ends(text)
+    for i, start in enumerate(starts[:-1] if starts[-1] >= len(text) else starts):
+        if i < keep:
+            continue
+        if text[start:].lstrip().startswith(META_OPENINGS):
+            return text[:start].rstrip()
+    return text
+
+
 def shorten(text: str, max_chars: int = 1000) -> str:
     """At most `max_chars` characters, cut at a sentence boundary, never mid-word.
 
@@ -83,9 +105,12 @@ def shorten(text: str, max_chars: int = 1000) -> str:
     return piece + "."
 
 
-def normalize_caption(text: str, *, boilerplate: bool = False, max_chars: int = 1000) -> str:
-    """Collapse whitespace, optionally strip boilerplate openings, then shorten."""
+def normalize_caption(text: str, *, boilerplate: bool = False, meta_trim: bool = False,
+                      max_chars: int = 1000) -> str:
+    """Collapse whitespace, optionally strip boilerplate openings and trailing meta sentences, then shorten."""
     text = collapse_whitespace(text)
     if boilerplate:
         text = strip_boilerplate(text)
+    if meta_trim:
+        text = trim_meta_sentences(text)
     return shorten(text, max_chars)

@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.captions import open_source
+from pipeline.captions import CaptionOptions, open_source
 from pipeline.dialogue_stage import DialogueStage
 from pipeline.dialogues import DialogueConfig
 from pipeline.engines import EngineOptions
@@ -90,8 +90,8 @@ def run_dialogue_job(
 
 def dialogues(source: str, instruction: str, input: str, out: Path, *, limit: int | None, replicas: int,
               seed: int, args: EngineArgs, dcfg: DialogueConfig, opts: RunOptions,
-              kept: KeptPool | None = None) -> Summary:
-    src = open_source(source, input)
+              kept: KeptPool | None = None, caption_options: CaptionOptions | None = None) -> Summary:
+    src = open_source(source, input, caption_options or CaptionOptions())
     stage_kwargs = dict(source=src, instruction=instruction, run_seed=seed, replicas=replicas, limit=limit)
     return run_dialogue_job(stage_kwargs, args, dcfg, out, opts, kept)[0]
 

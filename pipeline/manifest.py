@@ -40,17 +40,23 @@ Format (every key shown; `defaults`, `generic`, `seed`, `description` are option
         weight: 5                      # relative sampling weight, > 0
         source: docci                  # pixmo | docci | pixelprose
         instruction: PROP              # COMB LOC PROP NUM TS1 TS2 LEAD1 LEAD2
-        input: google/docci            # hub id, or a local file/folder
+        input: data/docci/docci_descriptions.jsonlines   # hub id[@split], or a local file/folder
+        image_root: data/docci/images  # optional, DOCCI release: the folder image_file is relative to
+        input_split: train             # optional: the hub split / DOCCI release split to read (train)
+        # optional PixelProse filters (default none, as Kyutai's released generator):
+        #   watermark_classes: [1]     # keep only these watermark_class_ids (0 watermark, 1 clean, 2 text)
+        #   max_toxicity: 0.5          # reject rows whose highest Detoxify score is above
         # + optional overrides of any `defaults` key
       - name: tallyqa                  # benchmark split: question/answer -> one short exchange
         kind: text
         weight: 1
         benchmark: tallyqa             # tallyqa | ocrvqa | renderedtext | docvqa
-        input: vikhyatk/tallyqa
+        input: HuggingFaceM4/the_cauldron   # its tallyqa config; or TallyQA's train.json
         limit: null                    # the only override a benchmark split takes
 
-`input` is kept as written: a hub id, or a local path, which the stages resolve against the
-current directory (run from the repository root for the shipped manifests).
+`input` (and `image_root`) are kept as written: a hub id, or a local path, which the stages resolve
+against the current directory (run from the repository root for the shipped manifests). A
+loading-script hub repository (e.g. google/docci) is a manifest error: see pipeline.hub_load.
 
 `pipeline.manifest_load.load_manifest` reads a file into these types; it checks everything and raises
 one `ManifestError` listing every mistake, one a line, each as `FILE: LOCATION: message` with the
@@ -135,10 +141,23 @@ class SplitSpec:
     instruction: str | None = None
     benchmark: str | None = None
     overrides: tuple[tuple[str, Any], ...] = ()  # (Defaults field, value), in file order
+    # how a caption split's input is read: (key, value) of input_split, image_root, watermark_classes,
+    # max_toxicity, in that order (pipeline.captions.CaptionOptions)
+    source_options: tuple[tuple[str, Any], ...] = ()
 
     @property
     def is_benchmark(self) -> bool:
         return self.benchmark is not None
+
+    def caption_options(self) -> Any:
+        """The `CaptionOptions` this split's input is read with."""
+        from pipeline.captions import CaptionOptions
+
+        o = dict(self.source_options)
+        wm = o.get("watermark_classes")
+        return CaptionOptions(split=o.get("input_split", "train"), image_root=o.get("image_root"),
+                              watermark_classes=tuple(wm) if wm is not None else None,
+                              max_toxicity=o.get("max_toxicity"))
 
 
 @dataclass(slots=True, frozen=True)
@@ -193,6 +212,7 @@ class Manifest:
             else:
                 d.update(source=s.source, instruction=s.instruction)
             d["input"] = s.input
+            d.update(s.source_options)  # absent keys stay absent: older config hashes are unchanged
             d.update(s.overrides)
             return d
 

@@ -17,6 +17,7 @@ import yaml
 from pipeline.manifest import (BENCHMARKS, ENGINES, GENERIC_NAME, KINDS, ON_LENGTH, NAME_RE, Defaults,
                                DialogueModels, GenericSpec, Manifest, ManifestError, ModelsConfig, SpeechModels,
                                SplitSpec)
+from pipeline.hub_load import script_repo_problem
 from pipeline.types import INSTRUCTIONS, SOURCES
 from tts.voices import BACKENDS as TTS_BACKENDS
 
@@ -26,7 +27,10 @@ _MODELS_KEYS = ("dialogue", "speech", "codec", "tokenizer")
 _DIALOGUE_KEYS = ("engine", "model", "user_model", "assistant_model", "openai_base_url")
 _SPEECH_KEYS = ("backend", "assistant_voice", "user_voices", "model", "cfg_coef")
 _DEFAULT_KEYS = tuple(f.name for f in dataclasses.fields(Defaults))
-_CAPTION_SPLIT_KEYS = ("name", "kind", "weight", "source", "instruction", "input", *_DEFAULT_KEYS)
+# How a caption split's input is read (pipeline.captions.CaptionOptions): see pipeline.manifest.
+_SOURCE_OPTION_KEYS = ("input_split", "image_root", "watermark_classes", "max_toxicity")
+_CAPTION_SPLIT_KEYS = ("name", "kind", "weight", "source", "instruction", "input", *_SOURCE_OPTION_KEYS,
+                       *_DEFAULT_KEYS)
 _BENCHMARK_SPLIT_KEYS = ("name", "kind", "weight", "benchmark", "input", "limit")
 _GENERIC_KEYS = ("count", "kind", "weight", "topics", "min_pairs", "max_pairs", "temperature",
                  "max_new_tokens", "on_length")
@@ -292,6 +296,8 @@ def _parse_splits(value: Any, c: _Checker, defaults: Defaults) -> tuple[SplitSpe
         kind = c.choice(raw["kind"], f"{loc}.kind", "kind", KINDS, label) if "kind" in raw else None
         weight = c.positive(raw["weight"], f"{loc}.weight") if "weight" in raw else None
         inp = c.text(raw["input"], f"{loc}.input") if "input" in raw else None
+        if inp is not None and (problem := script_repo_problem(inp)):  # fail before any work
+            c.err(f"{loc}.input", problem)
         source = instruction = benchmark = None
         if "benchmark" in raw:
             benchmark = c.choice(raw["benchmark"], f"{loc}.benchmark", "benchmark", BENCHMARKS, label)
@@ -301,7 +307,46 @@ def _parse_splits(value: Any, c: _Checker, defaults: Defaults) -> tuple[SplitSpe
             if "instruction" in raw:
                 instruction = c.choice(raw["instruction"], f"{loc}.instruction", "instruction", INSTRUCTIONS, label)
         overrides = _overrides(raw, loc, keys, defaults, c, label)
+        options = _source_options(raw, loc, source, c, label) if "benchmark" not in raw else ()
         if len(c.errors) == n:
             out.append(SplitSpec(name=name, kind=kind, weight=weight, input=inp, source=source,  # type: ignore[arg-type]
-                                 instruction=instruction, benchmark=benchmark, overrides=overrides))
+                                 instruction=instruction, benchmark=benchmark, overrides=overrides,
+                                 source_options=options))
+    return tuple(out)
+
+
+def _source_options(raw: dict[str, Any], loc: str, source: str | None, c: _Checker,
+                    label: str) -> tuple[tuple[str, Any], ...]:
+    """The caption-reading keys of a split (input_split, image_root, watermark_classes, max_toxicity)."""
+    out: list[tuple[str, Any]] = []
+    for key in _SOURCE_OPTION_KEYS:
+        if key not in raw:
+            continue
+        value, at = raw[key], _at(loc, key)
+        if key in ("input_split", "image_root"):
+            if c.text(value, at) is None:
+                continue
+            if key == "image_root" and source is not None and source != "docci":
+                c.err(at, f"image_root is only used by source docci (the release's image_file column){label}; "
+                          f"{source} rows name their images by URL")
+                continue
+        elif key == "watermark_classes":
+            if source is not None and source != "pixelprose":
+                c.err(at, f"watermark_classes is a PixelProse filter{label}; source is {source}")
+                continue
+            if not isinstance(value, list) or not value or any(
+                    isinstance(v, bool) or v not in (0, 1, 2) for v in value):
+                c.err(at, f"expected a non-empty list of PixelProse watermark_class_id values to keep, from 0 "
+                          f"(watermark), 1 (clean), 2 (text overlay), e.g. [1]; got {value!r}")
+                continue
+            value = sorted(set(value))
+        elif key == "max_toxicity":
+            if source is not None and source != "pixelprose":
+                c.err(at, f"max_toxicity is a PixelProse filter{label}; source is {source}")
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+                c.err(at, f"expected a Detoxify score threshold in [0, 1]; got {value!r}")
+                continue
+            value = float(value)
+        out.append((key, value))
     return tuple(out)

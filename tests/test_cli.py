@@ -74,3 +74,24 @@ def test_speech_tokens_export_help_and_bad_options(tmp_path):
     assert r.exit_code == 2 and "BACKEND:VOICE" in r.output
     r = runner.invoke(app, ["export", "--in", str(tmp_path), "--out", str(tmp_path / "o"), "--format", "wav"])
     assert r.exit_code == 2 and "moshi-finetune" in r.output
+
+
+def test_script_repo_fails_at_once_with_the_fix(tmp_path):
+    r = runner.invoke(app, ["dialogues", "--source", "docci", "--instruction", "LOC", "--input", "google/docci",
+                            "--out", str(tmp_path / "out"), "--model", "builtin:tiny-mistral"])
+    assert r.exit_code == 2
+    out = " ".join(r.output.split())
+    assert "loading-script repository" in out and "docci_descriptions.jsonlines" in out and "--image-root" in out
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())  # no work done
+
+
+def test_caption_reading_options(tmp_path):
+    d = runner.invoke(app, ["dialogues", "--help"]).output
+    for opt in ("--split", "--image-root", "--watermark-classes", "--max-toxicity"):
+        assert opt in d
+    r = runner.invoke(app, ["dialogues", "--source", "pixelprose", "--instruction", "LOC", "--input",
+                            str(FIX / "pixelprose"), "--out", str(tmp_path), "--watermark-classes", "1,5"])
+    assert r.exit_code == 2 and "watermark_classes" in r.output
+    r = runner.invoke(app, ["dialogues", "--source", "docci", "--instruction", "LOC", "--input",
+                            str(FIX / "docci"), "--out", str(tmp_path), "--image-root", str(tmp_path / "none")])
+    assert r.exit_code == 2 and "is not a folder" in r.output

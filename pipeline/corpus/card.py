@@ -25,10 +25,10 @@ LICENCES: dict[str, tuple[str, str, str]] = {
     "pixmo": ("PixMo-cap", "allenai/pixmo-cap", "ODC-BY 1.0"),
     "docci": ("DOCCI", "google/docci", "CC BY 4.0"),
     "pixelprose": ("PixelProse", "tomg-group-umd/pixelprose", "CC BY 4.0"),
-    "tallyqa": ("TallyQA", "", "see the source dataset (verify)"),
-    "ocrvqa": ("OCR-VQA", "", "see the source dataset (verify)"),
+    "tallyqa": ("TallyQA", "HuggingFaceM4/the_cauldron", "see the source dataset (verify)"),
+    "ocrvqa": ("OCR-VQA", "howard-hou/OCR-VQA", "see the source dataset (verify)"),
     "renderedtext": ("RenderedText", "wendlerc/RenderedText", "see the source dataset (verify)"),
-    "docvqa": ("DocVQA", "", "see the source dataset (verify)"),
+    "docvqa": ("DocVQA", "HuggingFaceM4/DocumentVQA", "see the source dataset (verify)"),
 }
 COLUMNS: dict[str, str] = {
     "id": "row id (the dialogue id)", "dialogue_id": "id of the dialogue row it was made from",

@@ -73,7 +73,7 @@ class Steps:
                                 dcfg=dcfg, opts=opts, kept=self.kept["dialogues"])
         return jobs.dialogues(u.spec.source, u.spec.instruction, u.spec.input, out, limit=s.limit,
                               replicas=s.replicas, seed=self.m.seed, args=self._engine_args(), dcfg=dcfg,
-                              opts=opts, kept=self.kept["dialogues"])
+                              opts=opts, kept=self.kept["dialogues"], caption_options=u.spec.caption_options())
 
     def _benchmark(self, u: Unit, out: Path) -> Summary:
         from pipeline.benchmarks import open_benchmark

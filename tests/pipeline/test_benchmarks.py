@@ -30,9 +30,9 @@ FIX = Path(__file__).resolve().parents[1] / "fixtures" / "benchmarks"
 FILE = "train-00000-of-00001.parquet"
 # (ok dialogues, [(row, reason, field named in the detail)])
 EXPECTED = {
-    "tallyqa": (5, [(4, "qa:empty", "'question'")]),
+    "tallyqa": (4, [(3, "qa:empty", "'texts'[1].assistant")]),
     "ocrvqa": (4, [(3, "qa:empty", "'answers'[1]")]),
-    "renderedtext": (5, [(3, "qa:empty", "'text'")]),
+    "renderedtext": (5, [(3, "qa:empty", "ocr_annotation.text")]),
     "docvqa": (5, [(3, "qa:empty", "'answers'")]),
 }
 
@@ -73,13 +73,27 @@ def test_fixture_loads_with_rejections(name):
             assert r.num_pairs >= 1 and all(t.text.strip() for t in r.turns)
 
 
-def test_tallyqa_turns_and_image_path():
+def test_tallyqa_cauldron_rows_are_one_dialogue_with_every_turn():
     _, rows = load("tallyqa")
+    d = oks(rows)[0]
+    assert pairs(d) == [("How many giraffes are there?", "2"), ("How many trees are in the picture?", "4")]
+    raw = pq.read_table(FIX / "tallyqa" / FILE).column("images")[0].as_py()[0]
+    assert d.image == ImageRef(path="COCO_train2014_000000393267.jpg", sha256=hashlib.sha256(raw["bytes"]).hexdigest())
+    assert d.caption_id == stable_hash("tallyqa", d.image.sha256, "How many giraffes are there?")
+    assert [pairs(x)[0][1] for x in oks(rows)] == ["2", "1", "0", "6"]  # digits, zero kept
+
+
+def test_tallyqa_release_json_array_is_streamed():
+    src, rows = load("tallyqa", FIX / "tallyqa_release")
+    assert src.shards[0].name.endswith("train.json")
     d = oks(rows)[0]
     assert d.caption_id == "393267"
     assert pairs(d) == [("How many giraffes are there?", "2")]
     assert d.image == ImageRef(path="train2014/COCO_train2014_000000393267.jpg")
-    assert [pairs(x)[0][1] for x in oks(rows)] == ["2", "1", "0", "3", "6"]  # digits, zero kept
+    assert [pairs(x)[0][1] for x in oks(rows)] == ["2", "1", "0", "3", "6"]
+    (bad,) = [r for r in rows if isinstance(r, CaptionRejection)]
+    assert (bad.row, bad.reason) == (4, "qa:empty") and "train.json element 5:" in bad.detail
+    assert "'question'" in bad.detail
 
 
 def test_ocrvqa_all_pairs_in_order_and_image_sha():
@@ -101,8 +115,10 @@ def test_ocrvqa_all_pairs_in_order_and_image_sha():
 def test_renderedtext_question_is_seeded_choice():
     _, rows = load("renderedtext")
     ds = oks(rows)
-    assert [pairs(d)[0][1] for d in ds][:3] == [
-        "Meet me at the old bridge at 7", "Grocery list: milk, eggs, bread", "Happy birthday, Grandma!"]
+    # json.ocr_annotation.text: the rendered lines, joined with spaces
+    assert [pairs(d)[0][1] for d in ds] == [
+        "Meet me at the old bridge at 7", "Grocery list: milk, eggs, bread", "Happy birthday, Grandma!",
+        "The quick brown fox jumps over the lazy dog", "Do not feed the ducks"]
     for d in ds:
         assert pairs(d)[0][0] in RENDERED_TEXT_QUESTIONS
         assert d.image.sha256 and d.image.path == f"{d.caption_id}.jpg"
@@ -141,10 +157,10 @@ def test_ids_deterministic(name, tmp_path):
     assert [r.id for r in oks(c)] == [r.id for r in oks(a)]
 
 
-def test_tallyqa_jsonl_same_ids_as_parquet(tmp_path):
-    _, a = load("tallyqa")
+def test_tallyqa_jsonl_same_ids_as_json_array(tmp_path):
+    _, a = load("tallyqa", FIX / "tallyqa_release")
     with open(tmp_path / "x.jsonl", "w") as f:
-        for rec in pq.read_table(FIX / "tallyqa" / FILE).to_pylist():
+        for rec in json.loads((FIX / "tallyqa_release" / "train.json").read_text()):
             f.write(json.dumps(rec) + "\n")
     _, c = load("tallyqa", tmp_path / "x.jsonl")
     assert [r.id for r in oks(c)] == [r.id for r in oks(a)]
@@ -161,7 +177,7 @@ def test_rows_validate_against_dialogue_schema(name):
     assert [pairs(d) for d in back] == [pairs(d) for d in oks(rows)]
 
 
-@pytest.mark.parametrize("name,drop", [("tallyqa", "answer"), ("ocrvqa", "questions"),
+@pytest.mark.parametrize("name,drop", [("tallyqa", "texts"), ("ocrvqa", "questions"),
                                        ("renderedtext", "json"), ("docvqa", "questionId")])
 def test_missing_column_clear_error(name, drop, tmp_path):
     table = pq.read_table(FIX / name / FILE)
@@ -177,6 +193,38 @@ def test_missing_column_clear_error(name, drop, tmp_path):
 def test_wrong_benchmark_hints_the_right_one():
     with pytest.raises(BenchmarkSchemaError, match="did you mean that one"):
         open_benchmark("tallyqa", str(FIX / "docvqa"))
+
+
+def test_renderedtext_sidecar_problems_are_counted_rejections(tmp_path):
+    side = [{"ocr_annotation": {"text": ["ok line"]}}, {"ocr_annotation": None}, None, {"other": 1},
+            {"ocr_annotation": {"text": "one string"}}]
+    rows = [{"__key__": f"k{i}", "png": {"bytes": b"x%d" % i, "path": f"k{i}.png"}, "json": j}
+            for i, j in enumerate(side)]
+    p = tmp_path / "rt.jsonl"  # JSON lines: the sidecar need not have one Arrow type
+    p.write_text("".join(json.dumps({**r, "png": {"bytes": None, "path": r["png"]["path"]}}) + "\n" for r in rows))
+    _, got = load("renderedtext", p)
+    assert [r.reason if isinstance(r, CaptionRejection) else "ok" for r in got] == [
+        "ok", "qa:empty", "qa:empty", "qa:empty", "ok"]
+    assert "field 'json'.ocr_annotation is null" in got[1].detail and "line 2" in got[1].detail
+    assert "field 'json' is null" in got[2].detail and "Fill it in" in got[3].detail
+    assert pairs(got[4])[0][1] == "one string"
+    # the sidecar as raw JSON text, as a webdataset .json member holds it
+    raw = tmp_path / "raw.jsonl"
+    raw.write_text(json.dumps({"__key__": "r", "png": {"bytes": None, "path": "r.png"},
+                               "json": json.dumps({"ocr_annotation": {"text": ["a", "b"]}})}) + "\n"
+                   + json.dumps({"__key__": "s", "png": {"bytes": None, "path": "s.png"}, "json": "{oops"}) + "\n")
+    _, got = load("renderedtext", raw)
+    assert pairs(got[0])[0][1] == "a b" and got[1].reason == "qa:empty" and "not valid JSON" in got[1].detail
+
+
+def test_script_repo_benchmark_fails_at_once(tmp_path):
+    from pipeline.hub_load import ScriptDatasetError
+
+    repo = tmp_path / "tally"
+    repo.mkdir()
+    (repo / "tally.py").write_text("raise SystemExit\n")
+    with pytest.raises(ScriptDatasetError, match="loading-script repository"):
+        open_benchmark("tallyqa", f"hub:{repo}")
 
 
 def test_bad_inputs(tmp_path):

@@ -11,7 +11,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.caption_text import collapse_whitespace, sentence_ends, shorten, strip_boilerplate
+from pipeline.caption_text import (
+    collapse_whitespace,
+    sentence_ends,
+    shorten,
+    strip_boilerplate,
+    trim_meta_sentences,
+)
 from pipeline.captions import (
     CaptionOptions,
     CaptionSchemaError,
@@ -43,11 +49,9 @@ def rejections(rows):
         ("pixmo", "pixmo/train-00000-of-00002.parquet", 12, []),
         ("pixmo", "pixmo/train-00001-of-00002.parquet", 12, []),
         ("pixmo", "pixmo/extra.jsonl", 6, []),
-        ("docci", "docci/train-00000-of-00001.parquet", 12, []),
-        ("docci", "docci/qual_dev.csv", 6, []),
+        ("docci", "docci_mirror/train-00000-of-00001.parquet", 12, []),
         ("pixelprose", "pixelprose/train-00000-of-00001.parquet", 16,
-         [(5, "pixelprose:status"), (9, "pixelprose:status"), (10, "pixelprose:watermark"),
-          (11, "pixelprose:toxicity")]),
+         [(5, "pixelprose:status"), (9, "pixelprose:status")]),  # no content filter by default
         ("pixelprose", "pixelprose/redcaps.jsonl", 6, [(2, "caption:too_short")]),
     ],
 )
@@ -96,7 +100,9 @@ def test_pixmo_ids_are_sha256_of_the_url_and_deterministic():
     table = pq.read_table(FIX / "pixmo/train-00000-of-00002.parquet")
     _, (rows,) = load("pixmo", FIX / "pixmo/train-00000-of-00002.parquet")
     urls = table.column("image_url").to_pylist()
-    assert [c.id for c in rows] == [hashlib.sha256(u.encode()).hexdigest()[:16] for u in urls]
+    # the full sha256 hex of image_url, as Kyutai's released generator (ssvd/generate.py) names PixMo rows
+    assert [c.id for c in rows] == [hashlib.sha256(u.encode()).hexdigest() for u in urls]
+    assert all(len(c.id) == 64 for c in rows)
     assert [c.image for c in rows] == [ImageRef(url=u) for u in urls]
     _, (again,) = load("pixmo", FIX / "pixmo/train-00000-of-00002.parquet")
     assert again == rows
@@ -105,23 +111,72 @@ def test_pixmo_ids_are_sha256_of_the_url_and_deterministic():
     assert len(ids) == 30 and len(set(ids)) == 30
 
 
-def test_docci_ids_paths_and_image_hashes():
-    table = pq.read_table(FIX / "docci/train-00000-of-00001.parquet").to_pylist()
-    _, (rows,) = load("docci", FIX / "docci/train-00000-of-00001.parquet")
+def test_docci_mirror_ids_paths_and_image_hashes():
+    table = pq.read_table(FIX / "docci_mirror/train-00000-of-00001.parquet").to_pylist()
+    _, (rows,) = load("docci", FIX / "docci_mirror/train-00000-of-00001.parquet")
     assert [c.id for c in rows] == [f"train_{i:05d}" for i in range(1, 13)]
     for c, r in zip(rows, table):
         assert r["image"]["bytes"].startswith(b"\x89PNG\r\n\x1a\n")
         assert c.image == ImageRef(path=f"{c.id}.png", sha256=hashlib.sha256(r["image"]["bytes"]).hexdigest())
     assert len({c.image.sha256 for c in rows}) == 12
-    _, (csv_rows,) = load("docci", FIX / "docci/qual_dev.csv")
-    assert [c.image for c in csv_rows] == [ImageRef(path=f"images/qual_dev_{i:05d}.jpg") for i in range(1, 7)]
-    assert csv_rows[0].id == "qual_dev_00001"
+
+
+def _release_lines():
+    return [json.loads(x) for x in (FIX / "docci/docci_descriptions.jsonlines").read_text().splitlines()[:-1]]
+
+
+def test_docci_release_selects_train_and_resolves_images_against_the_root():
+    path = FIX / "docci/docci_descriptions.jsonlines"
+    src, (rows,) = load("docci", path)
+    lines = _release_lines()
+    train = [i for i, r in enumerate(lines) if r["split"] == "train"]
+    assert len(lines) == 20 and len(train) == 14
+    # every train row, in file order, at its file position; the 6 rows of other splits are skipped
+    assert [r.row for r in rows] == train + [20]
+    assert src.skipped == [6]
+    assert rejections(rows) == [(18, "image:not_found"), (19, "caption:empty"), (20, "row:malformed_json")]
+    root = FIX / "docci" / "images"
+    assert src.describe()["image_roots"] == [str(root)]
+    for c in captions(rows):
+        assert c.id.startswith("train_") and c.image == ImageRef(path=str(root / f"{c.id}.jpg"))
+        assert Path(c.image.path).read_bytes()[:3] == b"\xff\xd8\xff"  # a real JPEG
+    bad = rows[-3]
+    assert "train_00013.jpg" in bad.detail and str(root) in bad.detail and "--image-root" in bad.detail
+    assert f"{path} line 21" in rows[-1].detail
+
+
+def test_docci_release_other_split_and_explicit_image_root(tmp_path):
+    path = FIX / "docci/docci_descriptions.jsonlines"
+    # the fixture's images/ holds train images only: qual_dev rows are selected, their images missing
+    src, (rows,) = load("docci", path, CaptionOptions(split="qual_dev"))
+    assert [r.reason for r in rows] == ["image:not_found"] * 2 + ["row:malformed_json"]
+    assert "qual_dev_00001.jpg" in rows[0].detail and src.skipped == [18]
+    (tmp_path / "imgs").mkdir()
+    for name in ("qual_dev_00001.jpg", "qual_dev_00002.jpg"):
+        shutil.copy(FIX / "docci/images/train_00001.jpg", tmp_path / "imgs" / name)
+    _, (rows,) = load("docci", path, CaptionOptions(split="qual_dev", image_root=str(tmp_path / "imgs")))
+    assert [c.id for c in captions(rows)] == ["qual_dev_00001", "qual_dev_00002"]
+    assert captions(rows)[0].image == ImageRef(path=str(tmp_path / "imgs" / "qual_dev_00001.jpg"))
+    # train images are not in that root: every train row is missing its image
+    (tmp_path / "imgs2").mkdir()
+    src, (rows,) = load("docci", path, CaptionOptions(image_root=str(tmp_path / "imgs2")))
+    assert [r.reason for r in rows] == ["image:not_found"] * 14 + ["row:malformed_json"]
+    assert not captions(rows)
+    # without an images/ folder next to the file and no root, the path stays as written
+    shutil.copy(path, tmp_path / "d.jsonlines")
+    _, (rows,) = load("docci", tmp_path / "d.jsonlines")
+    assert captions(rows)[0].image == ImageRef(path="train_00001.jpg")
+    with pytest.raises(FileNotFoundError, match="image root .* is not a folder"):
+        open_source("docci", str(path), CaptionOptions(image_root=str(tmp_path / "nope")))
+    with pytest.raises(ValueError, match="only used by --source docci"):
+        open_source("pixmo", str(FIX / "pixmo"), CaptionOptions(image_root=str(tmp_path / "imgs")))
 
 
 def test_pixelprose_ids_scores_and_boilerplate():
     _, (rows,) = load("pixelprose", FIX / "pixelprose/train-00000-of-00001.parquet")
     table = pq.read_table(FIX / "pixelprose/train-00000-of-00001.parquet").to_pylist()
     by_row = {r.row: r for r in rows}
+    assert all(len(r["uid"]) == 64 and int(r["uid"], 16) >= 0 for r in table)
     for i in (0, 1, 2, 3, 4, 7, 8, 12, 14, 15):  # rows that open with boilerplate
         raw = table[i]["vlm_caption"]
         assert raw.lower().startswith(("this image", "the image", "in this image", "this is an image"))
@@ -134,25 +189,70 @@ def test_pixelprose_ids_scores_and_boilerplate():
     assert by_row[0].id == table[0]["uid"]
     assert by_row[0].image == ImageRef(url=table[0]["url"], sha256=table[0]["sha256"])
     assert "HTTP 404" in by_row[5].detail and "status" in by_row[5].detail
-    assert "insult=0.870" in by_row[11].detail
+    # the released generator's clean-up: cut at the first meta sentence after the second sentence
+    assert "The style of the image is" in table[1]["vlm_caption"]
+    assert by_row[1].text.endswith("hang above it.") and "The background is" not in by_row[1].text
     _, (jrows,) = load("pixelprose", FIX / "pixelprose/redcaps.jsonl")
     assert jrows[5].text.startswith("A row of colorful beach huts painted pink")
 
 
-def test_pixelprose_thresholds_are_configurable():
+def test_pixelprose_filters_are_opt_in_and_use_the_class_id():
     path = FIX / "pixelprose/train-00000-of-00001.parquet"
-    _, (rows,) = load("pixelprose", path, CaptionOptions(max_toxicity=0.9, max_watermark=0.95))
+    table = pq.read_table(path).to_pylist()
+    classes = {i: int(r["watermark_class_id"]) for i, r in enumerate(table)}
+    assert classes[10] == 0 and classes[13] == 2 and sum(c == 1 for c in classes.values()) == 14
+    # a clean row's watermark_class_score is the confidence of "clean", high: never a reason to drop it
+    assert table[0]["watermark_class_score"] > 0.9
+    _, (rows,) = load("pixelprose", path, CaptionOptions(watermark_classes=(1,)))
+    assert rejections(rows) == [(5, "pixelprose:status"), (9, "pixelprose:status"), (10, "pixelprose:watermark"),
+                                (13, "pixelprose:text_overlay")]
+    kept = {c.row for c in captions(rows)}
+    assert kept == {i for i, c in classes.items() if c == 1} - {5, 9}
+    _, (rows,) = load("pixelprose", path, CaptionOptions(watermark_classes=(1, 2), max_toxicity=0.85))
+    assert rejections(rows) == [(5, "pixelprose:status"), (9, "pixelprose:status"), (10, "pixelprose:watermark"),
+                                (11, "pixelprose:toxicity")]  # insult 0.87 > 0.85
+    assert "insult=0.870" in rows[11].detail and "watermark_class_id=0 (watermark)" in rows[10].detail
+    _, (rows,) = load("pixelprose", path, CaptionOptions(max_toxicity=0.9))
     assert rejections(rows) == [(5, "pixelprose:status"), (9, "pixelprose:status")]
-    _, (rows,) = load("pixelprose", path, CaptionOptions(max_toxicity=0.85))
-    assert (11, "pixelprose:toxicity") in rejections(rows)  # insult 0.87 > 0.85
     _, (rows,) = load("pixelprose", FIX / "pixelprose/redcaps.jsonl", CaptionOptions(min_chars=2))
     assert rejections(rows) == [] and rows[2].text == "Ok."
+    with pytest.raises(ValueError, match="watermark_classes"):
+        CaptionOptions(watermark_classes=(3,))
+    # the options that change the rows are part of the source's description (so of the stage config)
+    assert "options" not in open_source("pixelprose", str(path)).describe()
+    assert open_source("pixelprose", str(path), CaptionOptions(watermark_classes=(1,), max_toxicity=0.5)
+                       ).describe()["options"] == {"max_toxicity": 0.5, "watermark_classes": (1,)}
+
+
+def test_pixelprose_unknown_class_is_a_counted_rejection(tmp_path):
+    rows = [{"uid": "a" * 64, "url": "https://x/1.jpg", "status": "success", "watermark_class_id": v,
+             "vlm_caption": "A lamp on a desk next to a window at night."} for v in (1.0, None, 7, "x")]
+    p = tmp_path / "p.jsonl"
+    p.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    _, (got,) = load("pixelprose", p, CaptionOptions(watermark_classes=(1,)))
+    assert [getattr(r, "reason", "ok") for r in got] == ["ok"] + ["pixelprose:watermark_unknown"] * 3
+    assert "watermark_class_id is null" in got[1].detail and "Fix" in got[1].detail
+    _, (got,) = load("pixelprose", p)  # no filter: the class is not looked at
+    assert len(captions(got)) == 4
+
+
+@pytest.mark.parametrize("raw, expected", [
+    ("A dog. It runs. The image is blurry. More text.", "A dog. It runs."),
+    ("A dog. The image is blurry. It runs.", "A dog. The image is blurry. It runs."),  # first two stay
+    ("A dog. It runs. A cat. The font is bold. The end.", "A dog. It runs. A cat."),
+    ("A dog. It runs. This is a photograph of a dog.", "A dog. It runs."),
+    ("A dog. It runs. the image is lower case.", "A dog. It runs. the image is lower case."),
+    ("Dr. Who waves. It runs. The text is in red.", "Dr. Who waves. It runs."),
+    ("One sentence only.", "One sentence only."),
+])
+def test_trim_meta_sentences(raw, expected):
+    assert trim_meta_sentences(raw) == expected
 
 
 # ------------------------------------------------------------------ text normalisation
 def test_long_fixture_captions_are_shortened_at_a_sentence_boundary():
     for source, file, row in [("pixmo", "pixmo/extra.jsonl", 5),
-                              ("docci", "docci/train-00000-of-00001.parquet", 11),
+                              ("docci", "docci_mirror/train-00000-of-00001.parquet", 11),
                               ("pixelprose", "pixelprose/train-00000-of-00001.parquet", 15)]:
         _, (rows,) = load(source, FIX / file)
         text = rows[row].text
@@ -163,7 +263,7 @@ def test_long_fixture_captions_are_shortened_at_a_sentence_boundary():
         full = collapse_whitespace(raw["caption" if source == "pixmo" else
                                        "description" if source == "docci" else "vlm_caption"])
         if source == "pixelprose":
-            full = strip_boilerplate(full)
+            full = trim_meta_sentences(strip_boilerplate(full))
         assert len(full) > 1000 and 800 < len(text) <= 1000
         assert full.startswith(text) and text.endswith(".")
         assert full[len(text)] == " "  # the next sentence starts after the cut
@@ -305,14 +405,48 @@ def test_missing_column_names_file_and_column(tmp_path, kind):
 
 def test_schema_error_suggests_the_right_source():
     with pytest.raises(CaptionSchemaError, match="did you mean --source docci"):
-        open_source("pixmo", str(FIX / "docci/train-00000-of-00001.parquet"))
+        open_source("pixmo", str(FIX / "docci_mirror/train-00000-of-00001.parquet"))
 
 
-def test_json_array_file_is_a_clear_error(tmp_path):
+def test_json_array_file_is_read_as_a_stream(tmp_path):
+    recs = [{"image_url": f"https://x/{i}.jpg", "caption": f"Caption number {i} of a JSON array file."}
+            for i in range(50)]
     p = tmp_path / "arr.json"
-    p.write_text(json.dumps([{"image_url": "u", "caption": "c"}]))
-    with pytest.raises(CaptionSchemaError, match="JSON array"):
-        open_source("pixmo", str(p))
+    p.write_text("[\n" + ",\n".join(json.dumps(r) for r in recs) + "\n]\n")
+    _, (rows,) = load("pixmo", p)
+    assert [c.text for c in rows] == [r["caption"] for r in recs]
+    from pipeline.captions import _json_array_records
+    assert [r for _, r, _ in _json_array_records(p, chunk=7)] == recs  # elements cut across chunks
+    bad = tmp_path / "bad.json"
+    bad.write_text('[{"image_url": "u1", "caption": "A fine first caption here."}, 3, {"image_url": "u2", "cap')
+    _, (rows,) = load("pixmo", bad)
+    assert [getattr(r, "reason", "ok") for r in rows] == ["ok", "row:malformed_json", "row:malformed_json"]
+    assert f"{bad} element 2:" in rows[1].detail and "not an object" in rows[1].detail
+    assert f"{bad} element 3:" in rows[2].detail and "elements after it were not read" in rows[2].detail
+    assert "the rest of the file is read" in rows[1].detail
+
+
+def test_script_repositories_fail_before_any_work(tmp_path, monkeypatch):
+    from pipeline import hub_load
+    from pipeline.hub_load import ScriptDatasetError
+
+    for inp in ("google/docci", "hub:google/docci", "hf://datasets/google/docci", "google/docci@train"):
+        with pytest.raises(ScriptDatasetError) as e:
+            open_source("docci", inp)
+        msg = str(e.value)
+        assert "loading-script repository" in msg and "docci_descriptions.jsonlines" in msg
+        assert "--image-root" in msg and "Fix:" in msg
+    repo = tmp_path / "myset"
+    repo.mkdir()
+    (repo / "myset.py").write_text("raise SystemExit('never run')\n")
+    with pytest.raises(ScriptDatasetError, match="holds myset.py"):
+        open_source("pixmo", f"hub:{repo}")
+    # what `datasets` itself raises for a script repo is turned into the same kind of error
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(hub_load, "script_repo_problem", lambda _: None)
+    with pytest.raises(ScriptDatasetError, match="loading-script repository") as e:
+        hub_load.load_streaming(str(repo))
+    assert "no longer supported" in str(e.value.__cause__) or "trust_remote_code" in str(e.value.__cause__)
 
 
 def test_unknown_source_and_missing_input(tmp_path):

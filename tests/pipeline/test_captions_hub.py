@@ -21,7 +21,7 @@ def _repo(tmp_path: Path, files: list[Path]) -> Path:
 
 @pytest.mark.parametrize("source, files", [
     ("pixmo", ["pixmo/train-00000-of-00002.parquet", "pixmo/train-00001-of-00002.parquet"]),
-    ("docci", ["docci/train-00000-of-00001.parquet"]),
+    ("docci", ["docci_mirror/train-00000-of-00001.parquet"]),
     ("pixelprose", ["pixelprose/train-00000-of-00001.parquet"]),
 ])
 def test_hub_path_matches_local_files(tmp_path, monkeypatch, source, files):
@@ -42,7 +42,7 @@ def test_hub_path_matches_local_files(tmp_path, monkeypatch, source, files):
 
 def test_hub_path_missing_column(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "cache"))
-    repo = _repo(tmp_path, [FIX / "docci/train-00000-of-00001.parquet"])
+    repo = _repo(tmp_path, [FIX / "docci_mirror/train-00000-of-00001.parquet"])
     with pytest.raises(CaptionSchemaError) as e:
         open_source("pixmo", f"hub:{repo}")
     assert f"hub dataset '{repo}'" in str(e.value) and "'image_url'" in str(e.value)

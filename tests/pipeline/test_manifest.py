@@ -80,9 +80,15 @@ def test_moshivis_is_table_7_exactly():
     assert (d.min_pairs, d.max_pairs, d.max_new_tokens, d.replicas, d.limit) == (8, 16, 150, 1, None)
     assert m.generic is not None and m.generic.kind == "speech" and m.generic.weight is None
     inputs = {s.name: s.input for s in m.splits}
-    assert inputs["docci-loc"] == "google/docci"
+    # DOCCI as released (google/docci is a loading script, refused), the benchmarks' train splits
+    assert inputs["docci-loc"] == "data/docci/docci_descriptions.jsonlines"
+    assert dict(m.split("docci-loc").source_options) == {"image_root": "data/docci/images"}
     assert inputs["pixmo-comb"] == "allenai/pixmo-cap"
     assert inputs["pixelprose-ts1"] == "tomg-group-umd/pixelprose"
+    assert m.split("pixelprose-ts1").caption_options().watermark_classes is None  # no filter, as released
+    assert m.split("pixelprose-ts1").caption_options().max_toxicity is None
+    assert (inputs["tallyqa"], inputs["docvqa"]) == ("HuggingFaceM4/the_cauldron", "HuggingFaceM4/DocumentVQA")
+    assert inputs["ocrvqa"] == "howard-hou/OCR-VQA"
 
 
 def test_weights_normalise():
@@ -110,6 +116,11 @@ def test_quickstart_has_the_same_corpus_shape():
     assert q.models.codec.startswith("random") and q.models.tokenizer is None
     for s in q.splits:
         sub = "benchmarks" if s.is_benchmark else "captions"
+        if s.source == "docci":  # the release file and its images folder
+            assert s.input == "tests/fixtures/captions/docci/docci_descriptions.jsonlines"
+            assert (ROOT / s.input).is_file()
+            assert (ROOT / s.caption_options().image_root).is_dir()
+            continue
         assert s.input == f"tests/fixtures/{sub}/{s.benchmark or s.source}"
         if not s.is_benchmark:
             assert (ROOT / s.input).is_dir(), s.input
@@ -238,3 +249,38 @@ def test_kyutai_model_and_cfg_coef_are_read_and_hashed_only_when_set(tmp_path):
     speech = m.to_dict()["models"]["speech"]
     assert speech["model"] == "builtin:kyutai-tiny" and speech["cfg_coef"] == 3.0
     assert "model" not in plain.to_dict()["models"]["speech"]  # older manifests keep their config hash
+
+
+def test_caption_source_options_are_checked(tmp_path):
+    head = ("name: t\nmodels:\n  dialogue: {model: builtin:tiny-mistral}\n"
+            "  speech: {assistant_voice: piper:joe, user_voices: [espeak:en-us]}\n  codec: random\nsplits:\n")
+    p = tmp_path / "ok.yaml"
+    p.write_text(head + "  - {name: a, kind: text, weight: 1, source: pixelprose, instruction: TS1, input: x,\n"
+                 "     watermark_classes: [1, 1], max_toxicity: 0.5, input_split: redcaps}\n"
+                 "  - {name: b, kind: text, weight: 1, source: docci, instruction: LOC, input: d.jsonlines,\n"
+                 "     image_root: imgs}\n")
+    m = load_manifest(p)
+    o = m.split("a").caption_options()
+    assert (o.watermark_classes, o.max_toxicity, o.split) == ((1,), 0.5, "redcaps")
+    assert m.split("b").caption_options().image_root == "imgs"
+    assert m.to_dict()["splits"][1]["image_root"] == "imgs"
+    msg, errors = _errors(tmp_path, head + "  - {name: a, kind: text, weight: 1, source: pixmo, instruction: TS1, input: x,\n"
+                   "     watermark_classes: [1], image_root: i}\n"
+                   "  - {name: b, kind: text, weight: 1, source: pixelprose, instruction: TS1, input: x,\n"
+                   "     watermark_classes: [4], max_toxicity: 2}\n"
+                   "  - {name: c, kind: text, weight: 1, benchmark: tallyqa, input: x, image_root: i}\n")
+    assert any("splits[0].watermark_classes" in e and "PixelProse filter" in e for e in errors)
+    assert any("splits[0].image_root" in e and "only used by source docci" in e for e in errors)
+    assert any("splits[1].watermark_classes" in e and "0 (watermark), 1 (clean), 2 (text overlay)" in e
+               for e in errors)
+    assert any("splits[1].max_toxicity" in e for e in errors)
+    assert any("splits[2].image_root" in e and "benchmark split takes no" in e for e in errors)
+
+
+def test_script_repo_input_is_a_manifest_error(tmp_path):
+    msg, errors = _errors(tmp_path, "name: t\nmodels:\n  dialogue: {model: builtin:tiny-mistral}\n"
+                          "  speech: {assistant_voice: piper:joe, user_voices: [espeak:en-us]}\n  codec: random\n"
+                          "splits:\n  - {name: a, kind: speech, weight: 1, source: docci, instruction: LOC, "
+                          "input: google/docci}\n")
+    assert len(errors) == 1 and errors[0].startswith("splits[0].input: 'google/docci' is a dataset loading-script")
+    assert "docci_descriptions.jsonlines" in errors[0] and "image_root" in errors[0]

@@ -1,0 +1,78 @@
+"""Loading hub datasets with `datasets`, refusing loading-script repositories up front.
+
+A hub repository that ships a Python loading script (`NAME/NAME.py`, e.g. `google/docci`) cannot be
+read: `datasets` >= 4 refuses it ("Dataset scripts are no longer supported", raised from
+`datasets.load.dataset_module_factory` when the repo holds a file named after its last path part plus
+`.py`), and older `datasets` would need `trust_remote_code=True`, i.e. running the repo's code, which
+ssvd never does. `script_repo_problem` says so before any work for the repositories known to be
+script-based and for local folders holding such a script; `load_streaming` turns the error `datasets`
+raises for any other script repository into one `ScriptDatasetError` with the fix.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+# Script-based hub repositories we know of, with what to pass instead.
+KNOWN_SCRIPT_REPOS: dict[str, str] = {
+    "google/docci": (
+        "pass DOCCI as released: download docci_descriptions.jsonlines and docci_images.tar.gz from "
+        "https://storage.googleapis.com/docci/data/, extract the images (they unpack to images/), then "
+        "give --input docci_descriptions.jsonlines --image-root images (manifest: input: "
+        "PATH/docci_descriptions.jsonlines, image_root: PATH/images); or a Parquet mirror with the hub "
+        "schema (columns example_id, description, image)"
+    ),
+}
+_GENERIC_FIX = ("download the dataset's data files (Parquet, JSON lines, CSV) and pass the local file or "
+                "folder with --input, or pass a hub mirror of it that holds data files instead of a script")
+_SCRIPT_MARKERS = ("Dataset scripts are no longer supported", "trust_remote_code")
+
+
+class ScriptDatasetError(ValueError):
+    """The input is a dataset loading-script repository, which ssvd cannot (and will not) run."""
+
+
+def _message(name: str, found: str, fix: str) -> str:
+    return (f"{name!r} is a dataset loading-script repository ({found}); `datasets` >= 4 no longer runs "
+            f"loading scripts and ssvd never runs a repository's code. Fix: {fix}.")
+
+
+def script_repo_problem(input: str) -> str | None:
+    """Why `input` is a loading-script repository (known hub id, or a local folder with NAME.py), else None.
+
+    Needs no network: it is the check that runs before any work (CLI and manifest loading)."""
+    name = input
+    for prefix in ("hub:", "hf://datasets/", "hf://"):
+        if name.startswith(prefix):
+            name = name[len(prefix):]
+            break
+    name = name.split("@", 1)[0].strip().rstrip("/")
+    if name in KNOWN_SCRIPT_REPOS:
+        return _message(name, f"it ships {name.rsplit('/', 1)[-1]}.py", KNOWN_SCRIPT_REPOS[name])
+    if name.endswith(".py"):
+        return _message(name, "a Python file", _GENERIC_FIX)
+    p = Path(name).expanduser()
+    if p.is_dir() and (p / f"{p.resolve().name}.py").is_file():
+        return _message(name, f"the folder holds {p.resolve().name}.py", _GENERIC_FIX)
+    return None
+
+
+def check_not_script(input: str) -> None:
+    problem = script_repo_problem(input)
+    if problem:
+        raise ScriptDatasetError(problem)
+
+
+def load_streaming(hub_id: str, config: str | None = None) -> Any:
+    """`datasets.load_dataset(hub_id, config, streaming=True)`; a script repository raises ScriptDatasetError."""
+    import datasets
+
+    check_not_script(hub_id)
+    try:
+        return datasets.load_dataset(hub_id, config, streaming=True)
+    except (RuntimeError, ValueError) as e:
+        if any(m in str(e) for m in _SCRIPT_MARKERS):
+            script = os.path.basename(hub_id.rstrip("/")) + ".py"
+            raise ScriptDatasetError(_message(hub_id, f"it ships {script}", _GENERIC_FIX)) from e
+        raise
