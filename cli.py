@@ -36,8 +36,9 @@ Overwrite = Annotated[bool, typer.Option("--overwrite", help="Discard what --out
 RetryFailed = Annotated[bool, typer.Option("--retry-failed", help="Run again the dialogues recorded as failed.")]
 MinPairs = Annotated[int, typer.Option("--min-pairs", min=1, help="Fewest question/answer pairs a dialogue plans (paper: 8).")]
 MaxPairs = Annotated[int, typer.Option("--max-pairs", min=1, help="Most question/answer pairs a dialogue plans (paper: 16).")]
-MaxNew = Annotated[int, typer.Option("--max-new-tokens", min=1, help="Token limit of one message; a message reaching it is rejected.")]
-OnLength = Annotated[str, typer.Option("--on-length", help="A message cut by --max-new-tokens: 'reject' its dialogue (paper default) or 'trim' it to its last full sentence.")]
+MaxNew = Annotated[int, typer.Option("--max-new-tokens", min=1, help="Token limit of one message (the released generator's 150); see --on-length.")]
+OnLength = Annotated[str, typer.Option("--on-length", help="A message cut by --max-new-tokens: 'trim' it to its last full sentence (default; Kyutai's released generator keeps such messages as cut) or 'reject' it (redrawn, see --redraws).")]
+Redraws = Annotated[int, typer.Option("--redraws", min=0, help="A message a filter rejects (empty, repeated, caption leak, over the token limit) is sampled again with a new seed up to N times; each redraw is listed in the row's note. 0: the first bad message ends the dialogue.")]
 Temperature = Annotated[float, typer.Option("--temperature", help="Sampling temperature.")]
 MaxLen = Annotated[int, typer.Option("--max-model-len", help="Engine context length (0: model default).")]
 Device = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
@@ -104,7 +105,8 @@ def dialogues(
     comb_pool: Annotated[str, typer.Option("--comb-pool", help="Instructions COMB samples for pairs 2..n, comma-separated.")] = "LOC,PROP,NUM,LEAD1,TS1,TS2",
     temperature: Temperature = 0.7,
     max_new_tokens: MaxNew = 150,
-    on_length: OnLength = "reject",
+    on_length: OnLength = "trim",
+    redraws: Redraws = 3,
     max_model_len: MaxLen = 0,
     device: Device = "auto",
     overwrite: Overwrite = False,
@@ -126,7 +128,7 @@ def dialogues(
     bad = [p for p in pool if p not in INSTRUCTIONS or p == "COMB"]
     if bad or not pool:
         _fail(ValueError(f"--comb-pool has {bad or 'nothing'}; choose from {' '.join(INSTRUCTIONS[1:])}"))
-    dcfg = _dialogue_config(min_pairs, max_pairs, temperature, max_new_tokens, pool, on_length)
+    dcfg = _dialogue_config(min_pairs, max_pairs, temperature, max_new_tokens, pool, on_length, redraws)
     args = _engine_args(model, user_model, assistant_model, separate_engines, engine, openai_base_url, workers,
                         ray_address, max_model_len, device, verbose)
     try:
@@ -156,7 +158,8 @@ def generic(
     max_pairs: MaxPairs = 16,
     temperature: Temperature = 0.7,
     max_new_tokens: MaxNew = 150,
-    on_length: OnLength = "reject",
+    on_length: OnLength = "trim",
+    redraws: Redraws = 3,
     max_model_len: MaxLen = 0,
     device: Device = "auto",
     overwrite: Overwrite = False,
@@ -175,7 +178,7 @@ def generic(
         topic_list = [t.strip() for t in topics.read_text().splitlines() if t.strip()]
         if not topic_list:
             _fail(ValueError(f"--topics {topics}: no topics in it (one topic per line)"))
-    dcfg = _dialogue_config(min_pairs, max_pairs, temperature, max_new_tokens, None, on_length)
+    dcfg = _dialogue_config(min_pairs, max_pairs, temperature, max_new_tokens, None, on_length, redraws)
     args = _engine_args(model, user_model, assistant_model, separate_engines, engine, openai_base_url, workers,
                         ray_address, max_model_len, device, verbose)
     try:
@@ -186,13 +189,13 @@ def generic(
     _finish(summary, out)
 
 
-def _dialogue_config(min_pairs, max_pairs, temperature, max_new_tokens, pool, on_length):
+def _dialogue_config(min_pairs, max_pairs, temperature, max_new_tokens, pool, on_length, redraws):
     from pipeline.dialogues import DialogueConfig
 
     if min_pairs > max_pairs:
         _fail(ValueError(f"--min-pairs {min_pairs} is above --max-pairs {max_pairs}"))
     kw = dict(min_pairs=min_pairs, max_pairs=max_pairs, min_accepted_pairs=min_pairs, temperature=temperature,
-              max_new_tokens=max_new_tokens, on_length=on_length)
+              max_new_tokens=max_new_tokens, on_length=on_length, redraws=redraws)
     if pool:
         kw["comb_pool"] = pool
     return DialogueConfig(**kw)
