@@ -194,6 +194,8 @@ def _dialogue_config(min_pairs, max_pairs, temperature, max_new_tokens, pool, on
 
     if min_pairs > max_pairs:
         _fail(ValueError(f"--min-pairs {min_pairs} is above --max-pairs {max_pairs}"))
+    if on_length not in ("trim", "reject"):
+        _fail(ValueError(f"--on-length {on_length!r}: choose trim or reject"))
     kw = dict(min_pairs=min_pairs, max_pairs=max_pairs, min_accepted_pairs=min_pairs, temperature=temperature,
               max_new_tokens=max_new_tokens, on_length=on_length, redraws=redraws)
     if pool:
