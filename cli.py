@@ -36,8 +36,9 @@ Overwrite = Annotated[bool, typer.Option("--overwrite", help="Discard what --out
 RetryFailed = Annotated[bool, typer.Option("--retry-failed", help="Run again the dialogues recorded as failed.")]
 MinPairs = Annotated[int, typer.Option("--min-pairs", min=1, help="Fewest question/answer pairs a dialogue plans (paper: 8).")]
 MaxPairs = Annotated[int, typer.Option("--max-pairs", min=1, help="Most question/answer pairs a dialogue plans (paper: 16).")]
-MaxNew = Annotated[int, typer.Option("--max-new-tokens", min=1, help="Token limit of one message; a message reaching it is rejected.")]
-OnLength = Annotated[str, typer.Option("--on-length", help="A message cut by --max-new-tokens: 'reject' its dialogue (paper default) or 'trim' it to its last full sentence.")]
+MaxNew = Annotated[int, typer.Option("--max-new-tokens", min=1, help="Token limit of one message (the released generator's 150); see --on-length.")]
+OnLength = Annotated[str, typer.Option("--on-length", help="A message cut by --max-new-tokens: 'trim' it to its last full sentence (default; Kyutai's released generator keeps such messages as cut) or 'reject' it (redrawn, see --redraws).")]
+Redraws = Annotated[int, typer.Option("--redraws", min=0, help="A message a filter rejects (empty, repeated, caption leak, over the token limit) is sampled again with a new seed up to N times; each redraw is listed in the row's note. 0: the first bad message ends the dialogue.")]
 Temperature = Annotated[float, typer.Option("--temperature", help="Sampling temperature.")]
 MaxLen = Annotated[int, typer.Option("--max-model-len", help="Engine context length (0: model default).")]
 Device = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
@@ -108,7 +109,8 @@ def dialogues(
     max_toxicity: Annotated[Optional[float], typer.Option("--max-toxicity", min=0.0, max=1.0, help="PixelProse: reject rows whose highest Detoxify score is above this. Default: no filter, as Kyutai's released generator.")] = None,
     temperature: Temperature = 0.7,
     max_new_tokens: MaxNew = 150,
-    on_length: OnLength = "reject",
+    on_length: OnLength = "trim",
+    redraws: Redraws = 3,
     max_model_len: MaxLen = 0,
     device: Device = "auto",
     overwrite: Overwrite = False,
@@ -131,7 +133,7 @@ def dialogues(
     if bad or not pool:
         _fail(ValueError(f"--comb-pool has {bad or 'nothing'}; choose from {' '.join(INSTRUCTIONS[1:])}"))
     copts = _caption_options(split, image_root, watermark_classes, max_toxicity)
-    dcfg = _dialogue_config(min_pairs, max_pairs, temperature, max_new_tokens, pool, on_length)
+    dcfg = _dialogue_config(min_pairs, max_pairs, temperature, max_new_tokens, pool, on_length, redraws)
     args = _engine_args(model, user_model, assistant_model, separate_engines, engine, openai_base_url, workers,
                         ray_address, max_model_len, device, verbose)
     try:
@@ -162,7 +164,8 @@ def generic(
     max_pairs: MaxPairs = 16,
     temperature: Temperature = 0.7,
     max_new_tokens: MaxNew = 150,
-    on_length: OnLength = "reject",
+    on_length: OnLength = "trim",
+    redraws: Redraws = 3,
     max_model_len: MaxLen = 0,
     device: Device = "auto",
     overwrite: Overwrite = False,
@@ -181,7 +184,7 @@ def generic(
         topic_list = [t.strip() for t in topics.read_text().splitlines() if t.strip()]
         if not topic_list:
             _fail(ValueError(f"--topics {topics}: no topics in it (one topic per line)"))
-    dcfg = _dialogue_config(min_pairs, max_pairs, temperature, max_new_tokens, None, on_length)
+    dcfg = _dialogue_config(min_pairs, max_pairs, temperature, max_new_tokens, None, on_length, redraws)
     args = _engine_args(model, user_model, assistant_model, separate_engines, engine, openai_base_url, workers,
                         ray_address, max_model_len, device, verbose)
     try:
@@ -209,13 +212,15 @@ def _caption_options(split, image_root, watermark_classes, max_toxicity):
         _fail(e)
 
 
-def _dialogue_config(min_pairs, max_pairs, temperature, max_new_tokens, pool, on_length):
+def _dialogue_config(min_pairs, max_pairs, temperature, max_new_tokens, pool, on_length, redraws):
     from pipeline.dialogues import DialogueConfig
 
     if min_pairs > max_pairs:
         _fail(ValueError(f"--min-pairs {min_pairs} is above --max-pairs {max_pairs}"))
+    if on_length not in ("trim", "reject"):
+        _fail(ValueError(f"--on-length {on_length!r}: choose trim or reject"))
     kw = dict(min_pairs=min_pairs, max_pairs=max_pairs, min_accepted_pairs=min_pairs, temperature=temperature,
-              max_new_tokens=max_new_tokens, on_length=on_length)
+              max_new_tokens=max_new_tokens, on_length=on_length, redraws=redraws)
     if pool:
         kw["comb_pool"] = pool
     return DialogueConfig(**kw)

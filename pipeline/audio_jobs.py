@@ -50,6 +50,9 @@ def _pool(worker_cls, spec, args: PoolArgs):
 
 
 def _run(stage, out: Path, pool, opts: RunOptions, kept: bool) -> Summary:
+    if stage.total_hint() == 0:  # not an error: every upstream row was rejected (or none was asked for)
+        log.warning("%s: 0 rows to process (no \"ok\" row in %d input shard(s)); writing empty shards",
+                    stage.input.dir, len(stage.input.shards))
     try:
         summary = run_stage(stage, out, (lambda: pool) if pool is not None else _no_workers, opts)
     finally:

@@ -34,7 +34,8 @@ class DialogueConfig:
     min_new_tokens: int = 1
     retries: int = 3
     retry_backoff_s: float = 0.5
-    on_length: str = "reject"  # a message cut by the token limit: "reject" it, or "trim" it to its last sentence
+    on_length: str = "trim"  # a message cut by the token limit: "trim" it to its last sentence, or "reject" it
+    redraws: int = 3  # a message a filter rejects is sampled again (new seed from its own) up to this many times
     ignore_eos: bool = False  # benchmarks only
     length_targets: tuple[int, int] | None = None  # benchmarks only: per-message token targets drawn from the seed
 
@@ -134,38 +135,60 @@ async def generate_dialogue(
     d.forced_start = prompt_for(plan.instructions[0], "user").forced_start or ""
     fcfg = cfg.filters()
     said: dict[str, list[str]] = {"user": [], "assistant": []}
+    redrawn: list[str] = []  # every message a filter rejected and that was sampled again
     try:
         for k, instr in enumerate(plan.instructions):
             for j, role in enumerate(("user", "assistant")):
                 msgs = role_view(role, prompt_for(instr, role).system, d.forced_start, d.turns)
                 n = 2 * k + j
-                sampling = Sampling(
-                    temperature=cfg.temperature,
-                    max_tokens=plan.max_tokens[n] if plan.max_tokens else cfg.max_new_tokens,
-                    seed=plan.request_seeds[n],
-                    min_tokens=cfg.min_new_tokens,
-                    ignore_eos=cfg.ignore_eos,
-                    tag=(item.id, n),
-                )
-                c = await _chat(engines[role], msgs, sampling, cfg)
-                text, finish, used = clean_message(c.text), c.finish_reason, c.completion_tokens
-                if finish == "length" and cfg.on_length == "trim" and not cfg.ignore_eos:
-                    trimmed = trim_to_sentence(text)
-                    if trimmed:  # within the limit once trimmed; nothing left: rejected as over the limit
-                        text, finish, used = trimmed, "length-trimmed", 0
-                bad = None if cfg.ignore_eos else check_message(text, role, finish, used, said[role], fcfg)
+                base = plan.max_tokens[n] if plan.max_tokens else cfg.max_new_tokens
+                redraws = 0 if cfg.ignore_eos else cfg.redraws
+                for attempt in range(redraws + 1):
+                    seed = plan.request_seeds[n] if attempt == 0 else stable_int("redraw", plan.request_seeds[n], attempt)
+                    sampling = Sampling(temperature=cfg.temperature, max_tokens=base, seed=seed,
+                                        min_tokens=cfg.min_new_tokens, ignore_eos=cfg.ignore_eos, tag=(item.id, n))
+                    c = await _chat(engines[role], msgs, sampling, cfg)
+                    text, finish, used = _finished_text(c, cfg)
+                    bad = None if cfg.ignore_eos else check_message(text, role, finish, used, said[role], fcfg)
+                    if not bad:
+                        break
+                    what = f"pair {k + 1} {role}: {bad}: {c.text[:300]!r}"
+                    if attempt < redraws:
+                        redrawn.append(what)
                 if bad:
-                    return _end_early(d, k, bad, cfg, f"pair {k + 1} {role}: {bad}: {c.text[:300]!r}")
+                    return _end_early(d, k, bad, cfg, what, redrawn)
                 said[role].append(text)
                 d.turns.append(Turn(role, text, instr, c.completion_tokens, c.prompt_tokens, finish))
     except EngineDead:
         raise
     except Exception as e:  # retries exhausted, or a request the engine refuses
         d.status, d.error = "failed", f"{type(e).__name__}: {e}"[:2000]
+    d.note = _with_redraws(d.note, redrawn)
     return d
 
 
-def _end_early(d: Dialogue, pair: int, reason: str, cfg: DialogueConfig, what: str) -> Dialogue:
+def _finished_text(c: Completion, cfg: DialogueConfig) -> tuple[str, str, int]:
+    """(cleaned text, finish reason, tokens counted against the limit) of one completion; a message cut
+    by the limit is trimmed to its last complete sentence when `on_length` is "trim"."""
+    text, finish, used = clean_message(c.text), c.finish_reason, c.completion_tokens
+    if finish == "length" and cfg.on_length == "trim" and not cfg.ignore_eos:
+        trimmed = trim_to_sentence(text)
+        if trimmed:  # within the limit once trimmed; nothing left: rejected as over the limit
+            text, finish, used = trimmed, "length-trimmed", 0
+    return text, finish, used
+
+
+REDRAWN = "redrawn: "
+
+
+def _with_redraws(note: str, redrawn: list[str]) -> str:
+    """The note, followed by every message sampled again and why (one line each)."""
+    if not redrawn:
+        return note
+    return "\n".join([note] * bool(note) + [f"{REDRAWN}{w}" for w in redrawn])
+
+
+def _end_early(d: Dialogue, pair: int, reason: str, cfg: DialogueConfig, what: str, redrawn: list[str]) -> Dialogue:
     """A bad message ends the dialogue: keep its complete pairs if there are enough.
 
     The note keeps the offending message, so every rejection can be read and explained."""
@@ -174,4 +197,5 @@ def _end_early(d: Dialogue, pair: int, reason: str, cfg: DialogueConfig, what: s
         d.note = f"ended early at {what}"
     else:
         d.status, d.reason, d.note = "rejected", reason, what
+    d.note = _with_redraws(d.note, redrawn)
     return d

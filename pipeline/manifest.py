@@ -25,7 +25,8 @@ Format (every key shown; `defaults`, `generic`, `seed`, `description` are option
       max_pairs: 16
       temperature: 0.7
       max_new_tokens: 150
-      on_length: reject                # reject | trim
+      on_length: trim                  # trim (to the last full sentence) | reject
+      redraws: 3                       # a message a filter rejects is sampled again up to this many times
       replicas: 1
       limit: null                      # captions per split (null: all)
     generic:                           # non-image dialogues, only for the concatenation augmentation
@@ -33,7 +34,7 @@ Format (every key shown; `defaults`, `generic`, `seed`, `description` are option
       kind: speech                     # speech | text
       weight: null                     # null: not sampled directly; a number adds it to weights()
       topics: null                     # optional topics file (default: the shipped list)
-      # + optional overrides: min_pairs max_pairs temperature max_new_tokens on_length
+      # + optional overrides: min_pairs max_pairs temperature max_new_tokens on_length redraws
     splits:
       - name: docci-prop               # caption split: generated dialogues
         kind: speech                   # speech | text (speechless: text tokens only)
@@ -98,7 +99,8 @@ class Defaults:
     max_pairs: int = 16
     temperature: float = 0.7
     max_new_tokens: int = 150
-    on_length: str = "reject"
+    on_length: str = "trim"
+    redraws: int = 3
     replicas: int = 1
     limit: int | None = None
 

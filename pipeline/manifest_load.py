@@ -33,7 +33,7 @@ _CAPTION_SPLIT_KEYS = ("name", "kind", "weight", "source", "instruction", "input
                        *_DEFAULT_KEYS)
 _BENCHMARK_SPLIT_KEYS = ("name", "kind", "weight", "benchmark", "input", "limit")
 _GENERIC_KEYS = ("count", "kind", "weight", "topics", "min_pairs", "max_pairs", "temperature",
-                 "max_new_tokens", "on_length")
+                 "max_new_tokens", "on_length", "redraws")
 _MISSING = object()
 
 
@@ -203,6 +203,8 @@ def _check_setting(key: str, value: Any, loc: str, c: _Checker) -> bool:
     n = len(c.errors)
     if key in ("min_pairs", "max_pairs", "max_new_tokens", "replicas"):
         c.integer(value, loc, minimum=1)
+    elif key == "redraws":
+        c.integer(value, loc, minimum=0)
     elif key == "limit":
         c.integer(value, loc, minimum=1, optional=True)
     elif key == "temperature":

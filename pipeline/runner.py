@@ -25,7 +25,10 @@ class Stage(Protocol):
     schema: pa.Schema
 
     def entries(self) -> Iterator[tuple[int, Any]]:
-        """(shard index, WorkItem | ready row dict), shard by shard in order, the limit applied."""
+        """(shard index, WorkItem | ready row dict | None), shard by shard in order, the limit applied.
+
+        (index, None) only says that shard `index` exists: a shard named this way but given no row is
+        written empty, so shard i in -> shard i out holds even when every input row was rejected."""
 
     def total_hint(self) -> int | None: ...
 
@@ -184,7 +187,7 @@ def run_stage(stage: Stage, out_dir: Path, pool_factory, opts: RunOptions) -> Su
                     maybe_finalize(current)
                 current = i
             done = shard_state(i)
-            if done is None:
+            if done is None or entry is None:
                 continue
             if isinstance(entry, dict):  # a ready row (counted rejection)
                 if entry["id"] in done:

@@ -45,10 +45,18 @@ class StageInput:
         for n, r in enumerate(iter_rows(path, columns=columns, batch_rows=64)):
             yield n, r
 
-    def ok_items(self, limit: int | None, stats: Counter) -> Iterator[tuple[int, RowItem]]:
-        """(shard index, RowItem) for every row with status "ok"; the others counted as `input_not_ok`."""
+    def ok_items(self, limit: int | None, stats: Counter, shard_markers: bool = False
+                 ) -> Iterator[tuple[int, RowItem | None]]:
+        """(shard index, RowItem) for every row with status "ok"; the others counted as `input_not_ok`.
+
+        With `shard_markers`, each shard (within the limit) opens with (index, None), so a shard with no
+        "ok" row still gets its (empty) output shard: shard i in -> shard i out along the whole chain."""
         seen = 0
         for index, path in self.shards:
+            if limit is not None and seen >= limit:
+                return
+            if shard_markers:
+                yield index, None
             for n, row in self.rows(index, path):
                 if row.get("status") != "ok":
                     stats["input_not_ok"] += 1
@@ -80,10 +88,10 @@ class RowStage:
     def total_hint(self) -> int | None:
         return self.input.count_ok(self.limit)
 
-    def entries(self) -> Iterator[tuple[int, RowItem]]:
+    def entries(self) -> Iterator[tuple[int, RowItem | None]]:
         split = getattr(getattr(self, "spec", None), "split", None)
-        for index, item in self.input.ok_items(self.limit, self.input_stats):
-            if split:  # the row names its split, so one worker pool serves every split of a corpus
+        for index, item in self.input.ok_items(self.limit, self.input_stats, shard_markers=True):
+            if split and item is not None:  # the row names its split, so one worker pool serves every split of a corpus
                 item.row["split"] = split
             yield index, item
 

@@ -95,3 +95,25 @@ def test_caption_reading_options(tmp_path):
     r = runner.invoke(app, ["dialogues", "--source", "docci", "--instruction", "LOC", "--input",
                             str(FIX / "docci"), "--out", str(tmp_path), "--image-root", str(tmp_path / "none")])
     assert r.exit_code == 2 and "is not a folder" in r.output
+
+
+def test_dialogue_defaults_agree_across_dialogues_generic_and_manifests():
+    import inspect
+
+    import cli
+    from pipeline.dialogues import DialogueConfig
+    from pipeline.manifest import Defaults
+
+    keys = ("min_pairs", "max_pairs", "temperature", "max_new_tokens", "on_length", "redraws")
+    want = {k: getattr(DialogueConfig(), k) for k in keys}
+    assert want["on_length"] == "trim" and want["redraws"] >= 1
+    assert {k: getattr(Defaults(), k) for k in keys} == want
+    for cmd in (cli.dialogues, cli.generic):
+        params = inspect.signature(cmd).parameters
+        assert {k: params[k].default for k in keys} == want, cmd.__name__
+
+
+def test_bad_on_length_is_a_clear_error(tmp_path):
+    r = runner.invoke(app, ["dialogues", "--source", "pixmo", "--instruction", "LOC", "--input", str(FIX / "pixmo"),
+                            "--out", str(tmp_path / "o"), "--on-length", "cut"])
+    assert r.exit_code == 2 and "choose trim or reject" in r.output

@@ -65,3 +65,96 @@ def test_role_views():
     assert u == [{"role": "system", "content": "SYS-U"}, {"role": "user", "content": "FS"},
                  {"role": "assistant", "content": "Q1"}, {"role": "user", "content": "A1"}]
     assert role_view("user", "S", "FS", []) == [{"role": "system", "content": "S"}, {"role": "user", "content": "FS"}]
+
+
+# --- redraws: the protocol's answer to a bad message, driven by a scripted engine (pure protocol logic) ---
+import asyncio  # noqa: E402
+from types import SimpleNamespace  # noqa: E402
+
+from pipeline.dialogues import generate_dialogue  # noqa: E402
+from pipeline.engines import Completion  # noqa: E402
+from pipeline.types import Caption, ImageRef, WorkItem  # noqa: E402
+
+
+class ScriptedEngine:
+    """Answers each request with `script(role, n_turns, seed)` -> (text, finish_reason); logs the seeds."""
+
+    def __init__(self, script):
+        self.model = SimpleNamespace(name="scripted")
+        self.script, self.seeds = script, []
+
+    async def chat(self, messages, sampling):
+        role = "user" if messages[1]["role"] == "user" and messages[1]["content"] == FORCED else "assistant"
+        n_turns = len(messages) - (2 if role == "user" else 1)
+        self.seeds.append((role, n_turns, sampling.seed))
+        text, finish = self.script(role, n_turns, sampling.seed)
+        return Completion(text, finish, prompt_tokens=10, completion_tokens=sampling.max_tokens if finish == "length" else 7)
+
+
+FORCED = "Start the conversation by asking a question about the image in any way you want!"
+ITEM = WorkItem(id="d1", source="pixmo", instruction="LOC", seed=5, replica=0, input_shard=0, input_row=0,
+                caption=Caption("c1", "pixmo", "A red kite over a sandy beach.", ImageRef(url="http://e/k.jpg")))
+FIXED = DialogueConfig(min_pairs=8, max_pairs=8, min_accepted_pairs=8)
+
+
+def _run(script, cfg=FIXED):
+    eng = ScriptedEngine(script)
+    d = asyncio.run(generate_dialogue(ITEM, {"user": eng, "assistant": eng}, cfg))
+    return d, eng
+
+
+def _fresh(role, n, seed):
+    return (f"Where is thing {n}?" if role == "user" else f"Thing {n} is on the left."), "stop"
+
+
+def test_forced_start_of_loc_is_the_one_the_scripted_engine_expects():
+    import prompts
+
+    assert prompts.render("LOC", "user", "x", {}).forced_start.strip() == FORCED.strip()
+
+
+def test_a_repeated_message_is_redrawn_with_a_new_seed_and_listed_in_the_note():
+    first_seed = {}
+
+    def script(role, n, seed):
+        first_seed.setdefault((role, n), seed)
+        if role == "user" and n == 2 and seed == first_seed[(role, n)]:
+            return "Where is thing 0?", "stop"  # the first question again
+        return _fresh(role, n, seed)
+
+    d, eng = _run(script)
+    assert d.status == "ok" and d.num_pairs == 8 and not d.reason
+    assert [t.text for t in d.turns[:3]] == ["Where is thing 0?", "Thing 1 is on the left.", "Where is thing 2?"]
+    assert d.note == "redrawn: pair 2 user: repeated_message: 'Where is thing 0?'"
+    seeds = [s for r, n, s in eng.seeds if (r, n) == ("user", 2)]
+    assert len(seeds) == 2 and seeds[0] != seeds[1]
+    assert _run(script)[0].turns == d.turns  # redraw seeds derive from the plan: same dialogue again
+
+
+def test_without_redraws_the_first_bad_message_rejects_the_dialogue():
+    def script(role, n, seed):
+        return ("Where is thing 0?", "stop") if role == "user" else _fresh(role, n, seed)
+
+    d, _ = _run(script, DialogueConfig(min_pairs=8, max_pairs=8, min_accepted_pairs=8, redraws=0))
+    assert d.status == "rejected" and d.reason == "repeated_message" and d.num_pairs == 1
+    assert "redrawn" not in d.note and d.note.startswith("pair 2 user: repeated_message")
+    # with the default redraws, a message that stays bad is tried 1 + 3 times, every try recorded
+    d, eng = _run(script)
+    assert d.status == "rejected" and d.reason == "repeated_message"
+    assert d.note.count("\nredrawn: pair 2 user: repeated_message") == 3
+    assert len([1 for r, n, _ in eng.seeds if (r, n) == ("user", 2)]) == 4
+
+
+def test_a_message_cut_by_the_limit_is_trimmed_by_default_or_redrawn_when_nothing_is_left():
+    def script(role, n, seed):
+        if role == "assistant" and n == 1:
+            return "The kite is red. It flies over the", "length"
+        if role == "assistant" and n == 3 and seed % 2:  # no full sentence: nothing to keep
+            return "The kite flies over the sandy", "length"
+        return _fresh(role, n, seed)
+
+    d, _ = _run(script)
+    assert d.turns[1].text == "The kite is red." and d.turns[1].finish_reason == "length-trimmed"
+    assert d.status == "ok" and d.num_pairs == 8
+    d, _ = _run(script, DialogueConfig(min_pairs=8, max_pairs=8, min_accepted_pairs=8, on_length="reject", redraws=0))
+    assert d.status == "rejected" and d.reason == "message_over_token_limit"
