@@ -38,6 +38,7 @@ MinPairs = Annotated[int, typer.Option("--min-pairs", min=1, help="Fewest questi
 MaxPairs = Annotated[int, typer.Option("--max-pairs", min=1, help="Most question/answer pairs a dialogue plans (paper: 16).")]
 MaxNew = Annotated[int, typer.Option("--max-new-tokens", min=1, help="Token limit of one message (the released generator's 150); see --on-length.")]
 OnLength = Annotated[str, typer.Option("--on-length", help="A message cut by --max-new-tokens: 'trim' it to its last full sentence (default; Kyutai's released generator keeps such messages as cut) or 'reject' it (redrawn, see --redraws).")]
+RepPenalty = Annotated[Optional[float], typer.Option("--repetition-penalty", min=0.01, help="vLLM repetition penalty for every message (1.0: none). Default: the model's own, 1.0 (plain sampling, as Kyutai's released generator) for every model but builtin:smollm2 (1.1: without it the 135M model loops and copies earlier turns). Recorded in the run's config.")]
 Redraws = Annotated[int, typer.Option("--redraws", min=0, help="A message a filter rejects (empty, repeated, caption leak, over the token limit) is sampled again with a new seed up to N times; each redraw is listed in the row's note. 0: the first bad message ends the dialogue.")]
 Temperature = Annotated[float, typer.Option("--temperature", help="Sampling temperature.")]
 MaxLen = Annotated[int, typer.Option("--max-model-len", help="Engine context length (0: model default).")]
@@ -111,6 +112,7 @@ def dialogues(
     max_new_tokens: MaxNew = 150,
     on_length: OnLength = "trim",
     redraws: Redraws = 3,
+    repetition_penalty: RepPenalty = None,
     max_model_len: MaxLen = 0,
     device: Device = "auto",
     overwrite: Overwrite = False,
@@ -133,7 +135,7 @@ def dialogues(
     if bad or not pool:
         _fail(ValueError(f"--comb-pool has {bad or 'nothing'}; choose from {' '.join(INSTRUCTIONS[1:])}"))
     copts = _caption_options(split, image_root, watermark_classes, max_toxicity)
-    dcfg = _dialogue_config(min_pairs, max_pairs, temperature, max_new_tokens, pool, on_length, redraws)
+    dcfg = _dialogue_config(min_pairs, max_pairs, temperature, max_new_tokens, pool, on_length, redraws, repetition_penalty)
     args = _engine_args(model, user_model, assistant_model, separate_engines, engine, openai_base_url, workers,
                         ray_address, max_model_len, device, verbose)
     try:
@@ -166,6 +168,7 @@ def generic(
     max_new_tokens: MaxNew = 150,
     on_length: OnLength = "trim",
     redraws: Redraws = 3,
+    repetition_penalty: RepPenalty = None,
     max_model_len: MaxLen = 0,
     device: Device = "auto",
     overwrite: Overwrite = False,
@@ -184,7 +187,7 @@ def generic(
         topic_list = [t.strip() for t in topics.read_text().splitlines() if t.strip()]
         if not topic_list:
             _fail(ValueError(f"--topics {topics}: no topics in it (one topic per line)"))
-    dcfg = _dialogue_config(min_pairs, max_pairs, temperature, max_new_tokens, None, on_length, redraws)
+    dcfg = _dialogue_config(min_pairs, max_pairs, temperature, max_new_tokens, None, on_length, redraws, repetition_penalty)
     args = _engine_args(model, user_model, assistant_model, separate_engines, engine, openai_base_url, workers,
                         ray_address, max_model_len, device, verbose)
     try:
@@ -212,7 +215,7 @@ def _caption_options(split, image_root, watermark_classes, max_toxicity):
         _fail(e)
 
 
-def _dialogue_config(min_pairs, max_pairs, temperature, max_new_tokens, pool, on_length, redraws):
+def _dialogue_config(min_pairs, max_pairs, temperature, max_new_tokens, pool, on_length, redraws, repetition_penalty):
     from pipeline.dialogues import DialogueConfig
 
     if min_pairs > max_pairs:
@@ -220,7 +223,8 @@ def _dialogue_config(min_pairs, max_pairs, temperature, max_new_tokens, pool, on
     if on_length not in ("trim", "reject"):
         _fail(ValueError(f"--on-length {on_length!r}: choose trim or reject"))
     kw = dict(min_pairs=min_pairs, max_pairs=max_pairs, min_accepted_pairs=min_pairs, temperature=temperature,
-              max_new_tokens=max_new_tokens, on_length=on_length, redraws=redraws)
+              max_new_tokens=max_new_tokens, on_length=on_length, redraws=redraws,
+              repetition_penalty=repetition_penalty)
     if pool:
         kw["comb_pool"] = pool
     return DialogueConfig(**kw)

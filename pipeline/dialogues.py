@@ -36,6 +36,7 @@ class DialogueConfig:
     retry_backoff_s: float = 0.5
     on_length: str = "trim"  # a message cut by the token limit: "trim" it to its last sentence, or "reject" it
     redraws: int = 3  # a message a filter rejects is sampled again (new seed from its own) up to this many times
+    repetition_penalty: float | None = None  # None ("auto"): the model's own default (ResolvedModel), 1.0 but for smollm2
     ignore_eos: bool = False  # benchmarks only
     length_targets: tuple[int, int] | None = None  # benchmarks only: per-message token targets drawn from the seed
 
@@ -146,7 +147,8 @@ async def generate_dialogue(
                 for attempt in range(redraws + 1):
                     seed = plan.request_seeds[n] if attempt == 0 else stable_int("redraw", plan.request_seeds[n], attempt)
                     sampling = Sampling(temperature=cfg.temperature, max_tokens=base, seed=seed,
-                                        min_tokens=cfg.min_new_tokens, ignore_eos=cfg.ignore_eos, tag=(item.id, n))
+                                        min_tokens=cfg.min_new_tokens, ignore_eos=cfg.ignore_eos, tag=(item.id, n),
+                                        repetition_penalty=repetition_penalty(cfg, engines[role].model))
                     c = await _chat(engines[role], msgs, sampling, cfg)
                     text, finish, used = _finished_text(c, cfg)
                     bad = None if cfg.ignore_eos else check_message(text, role, finish, used, said[role], fcfg)
@@ -165,6 +167,11 @@ async def generate_dialogue(
         d.status, d.error = "failed", f"{type(e).__name__}: {e}"[:2000]
     d.note = _with_redraws(d.note, redrawn)
     return d
+
+
+def repetition_penalty(cfg: DialogueConfig, model) -> float:
+    """The penalty a role's requests use: the configured one, or (None, "auto") the model's own default."""
+    return cfg.repetition_penalty if cfg.repetition_penalty is not None else getattr(model, "repetition_penalty", 1.0)
 
 
 def _finished_text(c: Completion, cfg: DialogueConfig) -> tuple[str, str, int]:

@@ -29,6 +29,7 @@ class Sampling:
     seed: int | None = None
     min_tokens: int = 1
     ignore_eos: bool = False  # benchmarks only: fixed output lengths
+    repetition_penalty: float = 1.0  # 1.0: plain sampling (the released generator's)
     tag: tuple[str, int] = ("", 0)  # (dialogue id, message index): lets benchmarks replay requests
 
 
@@ -232,6 +233,7 @@ class VllmEngine:
             min_tokens=min(sampling.min_tokens, sampling.max_tokens),
             seed=sampling.seed,
             ignore_eos=sampling.ignore_eos,
+            repetition_penalty=sampling.repetition_penalty,
         )
         final = None
         try:
@@ -320,6 +322,8 @@ class OpenAIEngine:
             body["ignore_eos"] = True  # vLLM extension
         if sampling.min_tokens:
             body["min_tokens"] = sampling.min_tokens  # vLLM extension; others ignore it
+        if sampling.repetition_penalty != 1.0:
+            body["repetition_penalty"] = sampling.repetition_penalty  # vLLM extension
         async with self._sem:
             try:
                 r = await self._client.post("/chat/completions", json=body)

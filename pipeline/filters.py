@@ -101,9 +101,27 @@ def clean_message(text: str, rules: tuple[CleanupRule, ...] | None = None) -> st
         if new == text:
             break
         text = new
+    text = collapse_repeats(text)
     if text[:1].islower():
         text = text[0].upper() + text[1:]
     return text
+
+
+def collapse_repeats(text: str) -> str:
+    """A sentence said again right after itself is said once ("You're stuck. You're stuck." -> "You're
+    stuck."): small models loop inside a message; nobody speaks like that."""
+    out, last, start = [], None, 0
+    for m in list(_SENTENCE_END.finditer(text)) + [None]:
+        end = m.end() if m else len(text)
+        sentence = text[start:end]
+        key = normalise(sentence)
+        if key and key == last:
+            start = end
+            continue
+        out.append(sentence)
+        last = key or last
+        start = end
+    return "".join(out).strip() if len(out) else text
 
 
 def normalise(text: str) -> str:

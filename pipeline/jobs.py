@@ -34,6 +34,7 @@ class EngineArgs:
 
 def _provenance(m: ResolvedModel) -> dict:
     return {"name": m.name, "path": m.path, "fingerprint": m.fingerprint, "quality": m.quality,
+            "repetition_penalty": m.repetition_penalty,
             "tokenizer_mode": m.tokenizer_mode}
 
 

@@ -27,6 +27,7 @@ Format (every key shown; `defaults`, `generic`, `seed`, `description` are option
       max_new_tokens: 150
       on_length: trim                  # trim (to the last full sentence) | reject
       redraws: 3                       # a message a filter rejects is sampled again up to this many times
+      # repetition_penalty: 1.0        # default: the model's own (1.0; 1.1 for builtin:smollm2)
       replicas: 1
       limit: null                      # captions per split (null: all)
     generic:                           # non-image dialogues, only for the concatenation augmentation
@@ -34,7 +35,7 @@ Format (every key shown; `defaults`, `generic`, `seed`, `description` are option
       kind: speech                     # speech | text
       weight: null                     # null: not sampled directly; a number adds it to weights()
       topics: null                     # optional topics file (default: the shipped list)
-      # + optional overrides: min_pairs max_pairs temperature max_new_tokens on_length redraws
+      # + optional overrides: min_pairs max_pairs temperature max_new_tokens on_length redraws repetition_penalty
     splits:
       - name: docci-prop               # caption split: generated dialogues
         kind: speech                   # speech | text (speechless: text tokens only)
@@ -101,6 +102,7 @@ class Defaults:
     max_new_tokens: int = 150
     on_length: str = "trim"
     redraws: int = 3
+    repetition_penalty: float | None = None  # None: the model's own default (1.0; 1.1 for builtin:smollm2)
     replicas: int = 1
     limit: int | None = None
 

@@ -33,7 +33,7 @@ _CAPTION_SPLIT_KEYS = ("name", "kind", "weight", "source", "instruction", "input
                        *_DEFAULT_KEYS)
 _BENCHMARK_SPLIT_KEYS = ("name", "kind", "weight", "benchmark", "input", "limit")
 _GENERIC_KEYS = ("count", "kind", "weight", "topics", "min_pairs", "max_pairs", "temperature",
-                 "max_new_tokens", "on_length", "redraws")
+                 "max_new_tokens", "on_length", "redraws", "repetition_penalty")
 _MISSING = object()
 
 
@@ -210,6 +210,9 @@ def _check_setting(key: str, value: Any, loc: str, c: _Checker) -> bool:
     elif key == "temperature":
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
             c.err(loc, f"expected a number >= 0; got {value!r}")
+    elif key == "repetition_penalty":
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
+            c.err(loc, f"expected a number > 0 (1.0: no penalty) or null (the model's own default); got {value!r}")
     elif key == "on_length":
         c.choice(value, loc, "on_length", ON_LENGTH)
     return len(c.errors) == n

@@ -28,6 +28,10 @@ BUILTIN_MODELS: dict[str, str] = {
     "builtin:nemo-shape": "random weights in Mistral-Nemo's exact 12B shape (vLLM dummy loader, nothing downloaded): "
                           "GPU throughput benchmarks only",
 }
+# SmolLM2-135M falls into loops ("You're stuck. You're stuck. ...") and copies earlier turns at plain
+# temperature-0.7 sampling; measured in docs/DESIGN.md ("Offline default model").
+SMOLLM2_REPETITION_PENALTY = 1.1
+_REPETITION_PENALTY = {"builtin:smollm2": SMOLLM2_REPETITION_PENALTY}
 _BUILTINS = {  # name -> (folder, builder, quality, max_model_len, tokenizer_mode, load_format)
     "builtin:smollm2": (bm.SMOLLM2_DIR, bm.build_smollm2, "smoke-test", bm.SMOLLM2_MAX_LEN, "auto", "auto"),
     "builtin:tiny-mistral": (bm.TINY_MISTRAL_DIR, bm.build_tiny_mistral, "random-weights", bm.TINY_MAX_LEN,
@@ -60,6 +64,9 @@ class ResolvedModel:
     max_model_len: int  # context length to give vLLM; 0 = the engine's default
     revision: str | None = None  # hub revision from `repo@revision`, to pass to vLLM
     load_format: str = "auto"  # "dummy": vLLM makes random weights (builtin:nemo-shape)
+    # Sampling this model needs by default (`--repetition-penalty auto`): 1.0 (plain sampling, as the
+    # released generator) for every model but the tiny smoke-test one, which loops without it.
+    repetition_penalty: float = 1.0
 
 
 def cache_dir() -> Path:
@@ -87,7 +94,8 @@ def _resolve_builtin(name: str) -> ResolvedModel:
     except Exception as exc:  # missing optional package, disk full, ...: say so, once
         raise ModelUnavailable(name, f"building it into {cache_dir() / 'models' / dirname}", _one_line(exc)) from exc
     return ResolvedModel(name=name, path=str(folder), tokenizer_mode=mode, builtin=True, quality=quality,
-                         fingerprint=marker["fingerprint"], max_model_len=max_len, load_format=load_format)
+                         fingerprint=marker["fingerprint"], max_model_len=max_len, load_format=load_format,
+                         repetition_penalty=_REPETITION_PENALTY.get(name, 1.0))
 
 
 def _check_hub(name: str, repo: str, revision: str | None) -> None:

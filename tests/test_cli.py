@@ -104,7 +104,7 @@ def test_dialogue_defaults_agree_across_dialogues_generic_and_manifests():
     from pipeline.dialogues import DialogueConfig
     from pipeline.manifest import Defaults
 
-    keys = ("min_pairs", "max_pairs", "temperature", "max_new_tokens", "on_length", "redraws")
+    keys = ("min_pairs", "max_pairs", "temperature", "max_new_tokens", "on_length", "redraws", "repetition_penalty")
     want = {k: getattr(DialogueConfig(), k) for k in keys}
     assert want["on_length"] == "trim" and want["redraws"] >= 1
     assert {k: getattr(Defaults(), k) for k in keys} == want

@@ -63,7 +63,7 @@ class Steps:
         s = u.settings
         dcfg = DialogueConfig(min_pairs=s.min_pairs, max_pairs=s.max_pairs, min_accepted_pairs=s.min_pairs,
                               temperature=s.temperature, max_new_tokens=s.max_new_tokens, on_length=s.on_length,
-                              redraws=s.redraws)
+                              redraws=s.redraws, repetition_penalty=s.repetition_penalty)
         opts = _options("dialogues", self.args.progress)
         if u.role == "generic":
             topics = None
