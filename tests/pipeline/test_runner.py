@@ -139,3 +139,22 @@ def test_retry_failed_reruns_only_failed(tmp_path):
     assert pool.seen == [t[2]["id"]]
     rows = rows_of(tmp_path)
     assert len(rows) == 5 and all(r["status"] == "ok" for r in rows)
+
+
+def test_retry_failed_when_every_row_of_a_shard_failed(tmp_path):
+    """A reopened shard whose rows are all redone: its old part holds no surviving row."""
+    import pyarrow as pa
+    from pipeline.types import DIALOGUE_SCHEMA
+
+    run_stage(stage(src="pixmo", limit=3), tmp_path, LocalPool, OPTS)
+    path = tmp_path / "dialogues-00000.parquet"
+    t = pq.read_table(path).to_pylist()
+    for r in t:
+        r["status"], r["error"] = "failed", "EngineError: boom"
+    pq.write_table(pa.Table.from_pylist(t, schema=DIALOGUE_SCHEMA), path)
+    pool = LocalPool()
+    run_stage(stage(src="pixmo", limit=3), tmp_path, lambda: pool, RunOptions(progress=False, retry_failed=True))
+    assert sorted(pool.seen) == sorted(r["id"] for r in t)
+    rows = rows_of(tmp_path)
+    assert sorted(r["id"] for r in rows) == sorted(r["id"] for r in t) and {r["status"] for r in rows} == {"ok"}
+    assert not (tmp_path / ".parts" / "dialogues-00000").exists()
