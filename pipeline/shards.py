@@ -117,7 +117,7 @@ class ShardStore:
             for k, p in enumerate(parts):
                 t = pq.read_table(p).cast(self.schema)
                 if len(keep[k]) != t.num_rows:
-                    t = t.take(sorted(keep[k]))
+                    t = t.take(pa.array(sorted(keep[k]), type=pa.int64()))  # typed: [] when all superseded
                 if t.num_rows:
                     w.write_table(t, row_group_size=self.row_group_rows)
         with open(tmp, "rb+") as f:

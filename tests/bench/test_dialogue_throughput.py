@@ -39,3 +39,19 @@ def test_benchmark_prints_comparable_arms_as_its_last_line(tmp_path):
     assert r["prompt_tokens"] > 100 * r["messages"]  # the real rendered instructions over fixture captions
     assert 0 <= r["prefix_cache_hit_rate"] < 1
     assert r["peak_rss_mib"]["driver"] > 0 and r["peak_rss_mib"]["worker"] > r["peak_rss_mib"]["driver"] / 2
+
+
+def test_memory_scan_prints_the_growth_of_both_processes_last(tmp_path):
+    """`make bench BENCH_ARGS="--memory-scan N"` at toy size: N and 10·N captions in fresh processes."""
+    cmd = [sys.executable, str(REPO / "bench" / "dialogue_throughput.py"), "--memory-scan", "1", "--max-model-len",
+           "4096"]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=tmp_path, env=dict(os.environ))
+    assert p.returncode == 0, p.stderr[-4000:]
+    r = json.loads(p.stdout.strip().splitlines()[-1])
+    assert set(r) == {"memory_growth_10x", "runs"}
+    assert [(run["captions"], run["dialogues"]) for run in r["runs"]] == [(1, 1), (10, 10)]
+    small, big = r["runs"]
+    for proc in ("driver", "worker"):
+        assert small[f"{proc}_peak_rss_mib"] > 0 and big[f"{proc}_peak_rss_mib"] > 0
+        ratio = big[f"{proc}_peak_rss_mib"] / small[f"{proc}_peak_rss_mib"]
+        assert abs(r["memory_growth_10x"][proc] - ratio) <= 0.001 + 1e-9

@@ -1,6 +1,7 @@
 """`ssvd generic`, and the `openai` engine against a real vLLM OpenAI-compatible server."""
 import json
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -35,12 +36,17 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+# A made-up key for the local server (never a real one): the server refuses requests without it.
+API_KEY = "sk-ssvd-test-" + secrets.token_hex(12)
+
+
 @pytest.fixture(scope="module")
 def openai_server(tiny_mistral):
     port = _free_port()
     cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", tiny_mistral.path,
            "--tokenizer-mode", "mistral", "--enforce-eager", "--max-model-len", "8192",
-           "--no-enable-chunked-prefill", "--dtype", "bfloat16", "--host", "127.0.0.1", "--port", str(port)]
+           "--no-enable-chunked-prefill", "--dtype", "bfloat16", "--host", "127.0.0.1", "--port", str(port),
+           "--api-key", API_KEY]
     proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     url = f"http://127.0.0.1:{port}"
@@ -61,11 +67,28 @@ def openai_server(tiny_mistral):
     proc.wait(timeout=60)
 
 
+def _openai_run(base_url, model_path, out, key, limit, pairs):
+    args = ["dialogues", "--source", "pixmo", "--instruction", "NUM", "--input", FIX / "pixmo", "--out", out,
+            "--limit", limit, "--min-pairs", pairs[0], "--max-pairs", pairs[1], "--engine", "openai",
+            "--openai-base-url", base_url, "--model", model_path, "--no-progress"]
+    p = subprocess.run([sys.executable, "-m", "cli", *map(str, args)], cwd=ROOT, capture_output=True, text=True,
+                       timeout=600, env={**_env(), "OPENAI_API_KEY": key})
+    assert p.returncode == 0, p.stderr[-4000:]
+    return p
+
+
+def _nowhere(key: str, p, out: Path) -> None:
+    """The key is neither printed nor stored in any output file."""
+    assert key not in p.stdout and key not in p.stderr
+    files = [f for f in out.rglob("*") if f.is_file()]
+    assert files and not [f for f in files if key.encode() in f.read_bytes()]
+
+
 def test_openai_engine_runs_dialogues_against_a_server(openai_server, tmp_path):
     base_url, model_path = openai_server
-    ssvd("dialogues", "--source", "pixmo", "--instruction", "NUM", "--input", FIX / "pixmo", "--out", tmp_path,
-         "--limit", 3, "--min-pairs", 2, "--max-pairs", 3, "--engine", "openai", "--openai-base-url", base_url,
-         "--model", model_path, "--no-progress")
+    # the server answers only requests bearing the key, so every answered request carried $OPENAI_API_KEY
+    p = _openai_run(base_url, model_path, tmp_path, API_KEY, 3, (2, 3))
+    _nowhere(API_KEY, p, tmp_path)
     rs = rows(tmp_path)
     assert len(rs) == 3
     assert {r["status"] for r in rs} <= {"ok", "rejected"}, [r["error"] for r in rs]
@@ -74,3 +97,13 @@ def test_openai_engine_runs_dialogues_against_a_server(openai_server, tmp_path):
     assert {t["instruction"] for t in turns} == {"NUM"}
     run = json.loads((tmp_path / "_dialogues.run.json").read_text())
     assert run["config"]["models"]["engine"] == "openai"
+
+
+def test_openai_engine_with_a_wrong_key_records_the_refusal(openai_server, tmp_path):
+    base_url, model_path = openai_server
+    wrong = "sk-ssvd-wrong-" + secrets.token_hex(12)
+    p = _openai_run(base_url, model_path, tmp_path, wrong, 1, (1, 1))
+    (r,) = rows(tmp_path)
+    assert r["status"] == "failed" and "HTTP 401" in r["error"], r["error"]
+    _nowhere(wrong, p, tmp_path)
+    _nowhere(API_KEY, p, tmp_path)

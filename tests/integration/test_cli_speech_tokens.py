@@ -1,6 +1,7 @@
 """The real CLI through a local Ray cluster: speech -> tokens -> show -> export on fixture dialogues,
 and a speech run killed mid-way then resumed (no duplicate, nothing lost)."""
 import json
+import math
 import os
 import signal
 import subprocess
@@ -82,3 +83,59 @@ def test_speech_killed_then_resumed_has_every_dialogue_once(tmp_path):
     assert summary["items_skipped"] >= 1 and summary["status"] == {"ok": 3}
     ids = [r["id"] for r in _rows(out, "speech")]
     assert sorted(ids) == ["dlg000", "dlg001", "dlg002"]
+
+
+def test_gap_s_sets_the_silence_between_turns_and_is_validated(chain, tmp_path):
+    dlg, speech, _, _, _ = chain
+    out = tmp_path / "gaps"
+    ssvd("speech", "--in", dlg, "--out", out, "--gap-s", "1.0", "1.2", "--limit", 2, "--workers", 0, "--no-progress")
+    assert json.loads((out / "_speech.run.json").read_text())["config"]["timeline"]["gap_s"] == [1.0, 1.2]
+
+    def gaps(d):
+        rows = _rows(d, "speech")
+        return [b["start_s"] - a["end_s"] for r in rows for a, b in zip(r["turns"], r["turns"][1:])]
+
+    wide, default = gaps(out), gaps(speech)
+    assert len(wide) == 6 and all(1.0 - 1e-3 <= g <= 1.2 + 1e-3 for g in wide), wide
+    assert all(0.2 - 1e-3 <= g <= 0.8 + 1e-3 for g in default), default  # the default range, for contrast
+    for bad in (("0.8", "0.2"), ("-0.1", "0.5")):
+        p = ssvd("speech", "--in", dlg, "--out", tmp_path / "bad", "--gap-s", *bad, "--workers", 0, check=False)
+        assert p.returncode == 2 and f"--gap-s {float(bad[0])} {float(bad[1])}: give MIN MAX with 0 <= MIN <= MAX" in p.stderr
+        assert not (tmp_path / "bad").exists() or not list((tmp_path / "bad").glob("speech-*.parquet"))
+
+
+def test_text_stream_options_reach_the_stored_stream(chain, tmp_path):
+    """--delay-s, --bos-id, --eos-id and --keep-and-shift through `ssvd tokens`: the stored stream is the one
+    pipeline.interleave.text_stream makes with those options from the row's own words and frames."""
+    from collections import Counter
+
+    from pipeline.interleave import text_stream
+    from pipeline.text_tokenizer import load_text_tokenizer
+
+    _, speech, tokens, _, _ = chain
+    out = tmp_path / "tokens"
+    ssvd("tokens", "--in", speech, "--out", out, "--codec", "random", "--workers", 0, "--no-progress",
+         "--delay-s", "0.24", "--bos-id", "1", "--eos-id", "2", "--keep-and-shift")
+    tok = load_text_tokenizer(None)
+    default = {r["id"]: r for r in _rows(tokens, "tokens")}
+    rows = _rows(out, "tokens")
+    assert sorted(r["id"] for r in rows) == sorted(default)
+    for r in rows:
+        assert r["status"] == "ok", r["error"]
+        assert json.loads(r["provenance"])["text_stream"] == {"pad_id": 3, "epad_id": 0, "zero_id": -1, "bos_id": 1,
+                                                              "eos_id": 2, "delay_s": 0.24, "keep_and_shift": True}
+        words = [(w["word"], w["start_s"], w["end_s"], w["speaker"]) for w in r["words"]]
+        stats = Counter()
+        expected = text_stream(words, r["num_frames"], 12.5, tok.encode_word, bos_id=1, eos_id=2, delay_s=0.24,
+                               keep_and_shift=True, audio_num_frames=r["num_frames"], stats=stats)
+        assert r["text_tokens"] == expected
+        assert r["text_tokens"] != default[r["id"]]["text_tokens"]
+        assert r["audio_codes"] == default[r["id"]]["audio_codes"]  # the options touch the text only
+        # one BOS per assistant turn, one EOS per assistant turn that a user turn follows
+        roles = r["turn_roles"]
+        assert r["text_tokens"].count(1) == roles.count("assistant")
+        assert r["text_tokens"].count(2) == sum(a == "assistant" and b == "user" for a, b in zip(roles, roles[1:]))
+        # the text runs 0.24 s (3 frames) ahead of the audio: the first assistant token moved 3 frames earlier
+        first = min(w["start_s"] for w in r["words"] if w["speaker"] == "assistant")
+        assert r["text_tokens"].index(1) == math.floor((first - 0.24) * 12.5)
+        assert r["dropped_text_tokens"] == 0 == stats["dropped_tokens"]  # keep-and-shift keeps every token

@@ -235,7 +235,7 @@ def test_bad_inputs(tmp_path):
     with pytest.raises(FileNotFoundError, match="no benchmark files"):
         open_benchmark("tallyqa", str(tmp_path))
     src, _ = load("tallyqa")
-    with pytest.raises(IndexError):
+    with pytest.raises(IndexError, match=r"shard 1 out of range \(0\.\.0\)"):
         src.iter_shard(1)
 
 

@@ -80,7 +80,7 @@ def test_directory_is_one_shard_per_file_sorted_by_path():
     ]
     assert src.describe() == {"source": "pixmo", "input": str(FIX / "pixmo"), "kind": "local",
                               "shards": [s.name for s in src.shards]}
-    with pytest.raises(IndexError):
+    with pytest.raises(IndexError, match=r"shard 3 out of range \(0\.\.2\)"):
         src.iter_shard(3)
 
 

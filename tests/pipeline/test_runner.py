@@ -1,4 +1,5 @@
 """The stage runner's resume and atomicity, with an in-process pool (the Ray + vLLM path is in tests/integration)."""
+import json
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -109,8 +110,20 @@ def test_different_config_is_refused_naming_the_keys(tmp_path):
     run_stage(stage(src="pixmo", limit=3), tmp_path, LocalPool, OPTS)
     with pytest.raises(ConfigMismatch, match="seed"):
         run_stage(stage(src="pixmo", limit=3, seed=7), tmp_path, LocalPool, OPTS)
-    run_stage(stage(src="pixmo", limit=3, seed=7), tmp_path, LocalPool, RunOptions(progress=False, overwrite=True))
-    assert {r["seed"] for r in rows_of(tmp_path)} != set()
+    first = rows_of(tmp_path)
+    stale = tmp_path / ".parts" / "dialogues-00001"
+    stale.mkdir(parents=True)  # a part left by a killed run: --overwrite discards it too
+    (stale / "part-00000.parquet").write_bytes(b"stale")
+    pool = LocalPool()
+    run_stage(stage(src="pixmo", limit=3, seed=7), tmp_path, lambda: pool, RunOptions(progress=False, overwrite=True))
+    rows = rows_of(tmp_path)
+    expected = {it.id: it.seed for _, it in stage(src="pixmo", limit=3, seed=7).entries()}
+    assert {r["id"]: r["seed"] for r in rows} == expected and len(rows) == 3  # the new run's rows, only them
+    assert not {r["id"] for r in rows} & {r["id"] for r in first}
+    assert not {r["seed"] for r in rows} & {r["seed"] for r in first}
+    assert sorted(pool.seen) == sorted(expected)  # every dialogue was run again, none skipped as done
+    assert not stale.exists()
+    assert json.loads((tmp_path / "_dialogues.run.json").read_text())["config"]["seed"] == 7
 
 
 def test_retry_failed_reruns_only_failed(tmp_path):
@@ -126,3 +139,22 @@ def test_retry_failed_reruns_only_failed(tmp_path):
     assert pool.seen == [t[2]["id"]]
     rows = rows_of(tmp_path)
     assert len(rows) == 5 and all(r["status"] == "ok" for r in rows)
+
+
+def test_retry_failed_when_every_row_of_a_shard_failed(tmp_path):
+    """A reopened shard whose rows are all redone: its old part holds no surviving row."""
+    import pyarrow as pa
+    from pipeline.types import DIALOGUE_SCHEMA
+
+    run_stage(stage(src="pixmo", limit=3), tmp_path, LocalPool, OPTS)
+    path = tmp_path / "dialogues-00000.parquet"
+    t = pq.read_table(path).to_pylist()
+    for r in t:
+        r["status"], r["error"] = "failed", "EngineError: boom"
+    pq.write_table(pa.Table.from_pylist(t, schema=DIALOGUE_SCHEMA), path)
+    pool = LocalPool()
+    run_stage(stage(src="pixmo", limit=3), tmp_path, lambda: pool, RunOptions(progress=False, retry_failed=True))
+    assert sorted(pool.seen) == sorted(r["id"] for r in t)
+    rows = rows_of(tmp_path)
+    assert sorted(r["id"] for r in rows) == sorted(r["id"] for r in t) and {r["status"] for r in rows} == {"ok"}
+    assert not (tmp_path / ".parts" / "dialogues-00000").exists()

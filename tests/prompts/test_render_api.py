@@ -66,7 +66,7 @@ def test_unknown_instruction_lists_valid_names():
         render("SPATIAL", "user", caption=CAPTION)
     for name in instructions():
         assert name in str(e.value)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="unknown instruction 'nope'; valid instructions: COMB, LOC"):
         sample_options("nope", random.Random(0))
 
 

@@ -2,6 +2,8 @@
 untouched Moshi, frozen set, parameter sharing, image K/V once per forward, training sanity, loading."""
 from __future__ import annotations
 
+import re
+
 import torch
 import pytest
 
@@ -275,7 +277,7 @@ def test_adapter_checkpoint_roundtrip(tmp_path):
         assert not torch.equal(other.outputs(batch)["text_logits"], model.outputs(batch)["text_logits"])
         other.load_adapter_state_dict(load_file(str(tmp_path / "a.safetensors")))
         assert torch.equal(other.outputs(batch)["text_logits"], model.outputs(batch)["text_logits"])
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match=r"(?s)Missing key\(s\).*q_projs\.0\.weight.*Unexpected key\(s\).*q_proj\.weight"):
         build_model(cfg(sharing="kv")).load_adapter_state_dict(model.adapter_state_dict())
 
 
@@ -302,9 +304,12 @@ def test_load_by_local_path(tmp_path, ref):
 
 
 def test_config_validation():
-    for bad in (dict(gating="sometimes"), dict(sharing="q"), dict(dtype="int8"), dict(audio_codebooks=9),
-                dict(image_size=0)):
-        with pytest.raises(ValueError):
+    for bad, message in ((dict(gating="sometimes"), "gating='sometimes'; valid: per_layer, shared, none"),
+                         (dict(sharing="q"), "sharing='q'; valid: qkvo, kv"),
+                         (dict(dtype="int8"), "dtype='int8'; valid: auto, float32, bfloat16, float16"),
+                         (dict(audio_codebooks=9), "audio_codebooks=9 must be in 1..8"),
+                         (dict(image_size=0), "image_size=0 must be an integer >= 1")):
+        with pytest.raises(ValueError, match=re.escape(message)):
             cfg(**bad)
 
 

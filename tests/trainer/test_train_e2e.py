@@ -136,14 +136,32 @@ def test_a_real_encoder_with_a_wrong_image_root_fails_at_the_first_batch(handmad
     assert sum(m["images_missing"] for m in steps) > 0  # no image found: placeholders, counted per step
 
 
-def test_cli_train_runs_and_logs(corpus_dir, tmp_path):
+def test_cli_train_stops_and_resumes(corpus_dir, tmp_path):
+    """`ssvd train --stop-after 2`, then `--resume`: the run continues from its checkpoint to the end, with the
+    batches and losses of an uninterrupted run; without --resume the run directory is not started again."""
     cfg = yaml.safe_load(QUICK.read_text())
     cfg["train"].update(steps=3, eval_every=0, ckpt_every=0)
     p = tmp_path / "t.yaml"
     p.write_text(yaml.safe_dump(cfg))
-    out = ssvd("train", p, "--data", corpus_dir, "--out", tmp_path / "run", "--no-progress")
+    run = tmp_path / "run"
+    out = ssvd("train", p, "--data", corpus_dir, "--out", run, "--stop-after", 2, "--no-progress")
     summary = json.loads(out.stdout.strip().splitlines()[-1])
-    assert summary["steps"] == 3
-    assert all({"step", "loss"} <= set(m) or "eval_loss" in m for m in _metrics(tmp_path / "run"))
+    assert (summary["start"], summary["steps"]) == (0, 2)
+    assert (run / "checkpoints" / "latest").read_text() == "step-000002"
+    again = ssvd("train", p, "--data", corpus_dir, "--out", run, "--no-progress", check=False)
+    assert again.returncode == 2 and "--resume" in again.stderr
+    out = ssvd("train", p, "--data", corpus_dir, "--out", run, "--resume", "--no-progress")
+    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    assert (summary["start"], summary["steps"]) == (2, 3)
+    resumed = [m for m in _metrics(run) if "loss" in m]
+    assert [m["step"] for m in resumed] == [1, 2, 3]
+    assert all({"step", "loss"} <= set(m) or "eval_loss" in m for m in _metrics(run))
+    whole = train(_config(tmp_path, steps=3, eval_every=0, ckpt_every=0), corpus_dir, tmp_path / "whole",
+                  progress=False)
+    assert whole["steps"] == 3
+    straight = [m for m in _metrics(tmp_path / "whole") if "loss" in m]
+    assert [m["batches"] for m in resumed] == [m["batches"] for m in straight]
+    for x, y in zip(straight, resumed):
+        assert y["loss"] == pytest.approx(x["loss"], rel=1e-4, abs=1e-5)
     bad = ssvd("train", tmp_path / "missing.yaml", "--data", corpus_dir, "--out", tmp_path / "r2", check=False)
     assert bad.returncode == 2 and "missing.yaml" in bad.stderr

@@ -109,12 +109,12 @@ def test_unsupported_specs(tmp_path):
         load_codec(str(ckpt))
     with pytest.raises(ValueError, match="config.json"):
         load_codec(str(tmp_path))
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(FileNotFoundError, match="missing.safetensors does not exist"):
         load_codec(str(tmp_path / "missing.safetensors"))
 
 
 def test_dtypes():
     assert _resolve_dtype(None) is torch.float32
     assert _resolve_dtype("bf16") is torch.bfloat16 and _resolve_dtype("torch.bfloat16") is torch.bfloat16
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="unknown dtype 'int8': use float32 or bfloat16"):
         _resolve_dtype("int8")

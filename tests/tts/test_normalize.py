@@ -183,5 +183,5 @@ def test_assemble_spans_edges():
     assert (alone[0].start_s, alone[0].end_s) == (0.0, 0.2)
     clamped = assemble_spans(["a", "b"], [(0.2, 0.2), (0.1, 0.3)], 0.25)
     assert all(s.start_s < s.end_s <= 0.25 for s in clamped) and clamped[1].start_s >= clamped[0].start_s
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="1 words but 0 measured spans"):
         assemble_spans(["a"], [], 1.0)

@@ -171,7 +171,7 @@ def test_codes_need_silence_and_all_utterances():
 
 
 def test_bad_input():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="dialogue d: no turns to lay out"):
         layout("d", [], seed=0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="dialogue d: unknown role 'narrator': use 'user' or 'assistant'"):
         layout("d", [("narrator", "a", make_utt(1)[1])], seed=0)
