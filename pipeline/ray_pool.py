@@ -16,6 +16,14 @@ from pipeline.procguard import guard_descendants, guarded
 _FORWARD_ENV = ("VLLM_", "HF_", "HUGGING_FACE_", "SSVD_", "OPENAI_", "OMP_", "CUDA_VISIBLE_DEVICES", "TRANSFORMERS_")
 
 
+_SECRET_WORDS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL", "AUTH")
+
+
+def is_secret(name: str) -> bool:
+    """An environment variable that holds a secret (OPENAI_API_KEY, HF_TOKEN, ...), by its name."""
+    return any(w in name.upper() for w in _SECRET_WORDS)
+
+
 def peak_rss_mib() -> float:
     import resource
 
@@ -28,7 +36,10 @@ def init_ray(address: str | None, *, verbose: bool = False) -> None:
     if ray.is_initialized():
         return
     guard_descendants()  # a local cluster's processes (and their engines) die with this driver
-    env = {k: v for k, v in os.environ.items() if k.startswith(_FORWARD_ENV)}
+    # Secrets never go into Ray's runtime_env: Ray writes it in plain text to its session logs
+    # (runtime_env_agent.log). A local cluster's workers inherit the driver's environment anyway; on a
+    # joined cluster, set them in the environment of each node's `ray start` (docs/cluster.md).
+    env = {k: v for k, v in os.environ.items() if k.startswith(_FORWARD_ENV) and not is_secret(k)}
     # No address: always a new local cluster ("local"), never the last `ray start` cluster on this
     # machine that Ray would otherwise join (two corpus runs on one machine must not share one).
     kwargs: dict[str, Any] = dict(

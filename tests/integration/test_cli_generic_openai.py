@@ -78,10 +78,14 @@ def _openai_run(base_url, model_path, out, key, limit, pairs):
 
 
 def _nowhere(key: str, p, out: Path) -> None:
-    """The key is neither printed nor stored in any output file."""
+    """The key is neither printed nor stored in any output file, nor in the logs of the run's Ray cluster
+    (Ray writes its runtime_env, where ssvd forwards variables to the workers, to runtime_env_agent.log)."""
     assert key not in p.stdout and key not in p.stderr
     files = [f for f in out.rglob("*") if f.is_file()]
     assert files and not [f for f in files if key.encode() in f.read_bytes()]
+    logs = [f for f in Path("/tmp/ray").glob("session_*/logs/*") if f.is_file()]
+    assert logs, "the run's Ray logs were not found"
+    assert not [f for f in logs if key.encode() in f.read_bytes()]
 
 
 def test_openai_engine_runs_dialogues_against_a_server(openai_server, tmp_path):
