@@ -158,3 +158,31 @@ def test_a_message_cut_by_the_limit_is_trimmed_by_default_or_redrawn_when_nothin
     assert d.status == "ok" and d.num_pairs == 8
     d, _ = _run(script, DialogueConfig(min_pairs=8, max_pairs=8, min_accepted_pairs=8, on_length="reject", redraws=0))
     assert d.status == "rejected" and d.reason == "message_over_token_limit"
+
+
+def test_repetition_penalty_is_the_model_s_own_unless_configured():
+    """`auto` (None) takes the model's default (SmolLM2: 1.1; others: 1.0, plain sampling); a configured value wins."""
+    from dataclasses import replace
+
+    from pipeline.models import SMOLLM2_REPETITION_PENALTY
+
+    seen = []
+
+    class Recording(ScriptedEngine):
+        async def chat(self, messages, sampling):
+            seen.append(sampling.repetition_penalty)
+            return await super().chat(messages, sampling)
+
+    for model_rp, cfg_rp, want in ((SMOLLM2_REPETITION_PENALTY, None, 1.1), (1.0, None, 1.0), (1.1, 1.3, 1.3)):
+        seen.clear()
+        eng = Recording(_fresh)
+        eng.model = SimpleNamespace(name="m", repetition_penalty=model_rp)
+        d = asyncio.run(generate_dialogue(ITEM, {"user": eng, "assistant": eng}, replace(FIXED, repetition_penalty=cfg_rp)))
+        assert d.status == "ok" and len(seen) == 16 and set(seen) == {want}
+
+
+def test_a_sentence_said_twice_in_a_row_is_said_once():
+    from pipeline.filters import clean_message
+
+    assert clean_message("You're stuck. You're stuck. you're STUCK! Let's go.") == "You're stuck. Let's go."
+    assert clean_message("A dog. A cat. A dog.") == "A dog. A cat. A dog."  # not in a row: kept
