@@ -37,7 +37,8 @@ EXCLUDED: tuple[tuple[str, str], ...] = (
     ("make bench-loader", "a timing benchmark, not an example; tests/bench covers the bench scripts"),
     ("manifests/moshivis.yaml", "Table 7 on GPUs: Mistral-Nemo, Kyutai TTS and Mimi from the hub"),
     ("torchrun", "DDP training of the production models on GPUs"),
-    ("--input google/docci", "the hub's DOCCI on the production model (GPU)"),
+    ("--input data/docci/", "DOCCI's release files (not shipped: 9,647 images) on the production model (GPU)"),
+    ("ssvd export-adapters runs/moshivis", "exports a production run (`torchrun` above) with the hub's Moshi backbone"),
 )
 LIMIT = 2  # at most this many captions / dialogues / rows per command (`shrink`)
 MAKES_ROWS = ("dialogues", "generic", "speech", "tokens", "run")

@@ -35,11 +35,12 @@ PARENT = textwrap.dedent("""
     # a child, and a grandchild whose middle process exits (re-parented to init while the parent lives)
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
     middle = subprocess.Popen([sys.executable, "-c",
-        "import subprocess, sys; print(subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)']).pid)"],
+        "import subprocess, sys, time; print(subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)']).pid, "
+        "flush=True); time.sleep(3)"],
         stdout=subprocess.PIPE, text=True)
     grandchild = int(middle.stdout.readline())
     middle.wait()
-    time.sleep(0.5)  # the watchdog has seen both
+    time.sleep(0.5)  # the watchdog (polling every 0.1 s) saw the grandchild while the middle process lived
     print(child.pid, grandchild, flush=True)
     time.sleep(300)
 """)
