@@ -4,6 +4,8 @@ import os
 
 import pytest
 
+from tests.real_corpus import corpus_build, corpus_copy, corpus_dir  # noqa: F401  (one build per session)
+
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 

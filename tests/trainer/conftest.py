@@ -1,9 +1,8 @@
-"""Corpora for the trainer tests: the real tiny corpus (built once per session by tests/pipeline/corpus/conftest.py,
+"""Corpora for the trainer tests: the real tiny corpus (built once per session by tests/real_corpus.py,
 with Ray and vLLM) and a hand-made one (token shards written directly: no pipeline, seconds)."""
 import pytest
 
 from tests.augment import speech_row, text_row, write_corpus
-from tests.pipeline.corpus.conftest import corpus_build, corpus_dir  # noqa: F401
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,48 @@
+"""A small real corpus, built once per test session with `ssvd run` on tests/fixtures/manifests/tiny.yaml
+(builtin:smollm2 dialogues, piper + eSpeak speech, random-weight Mimi): a speech caption split, a text
+caption split, a benchmark split and the generic set. Built in two runs (first `--only tallyqa`, then
+everything), so the fixture itself exercises resuming a corpus across splits.
+
+Registered once, in tests/conftest.py: a fixture imported into several conftest files would be built once per file."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "tests" / "fixtures" / "manifests" / "tiny.yaml"
+
+
+def ssvd(*args: str, check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess:
+    """The CLI in a subprocess (its own Ray cluster and engine), from the repository root."""
+    p = subprocess.run([sys.executable, "-m", "cli", *map(str, args)], cwd=ROOT, capture_output=True, text=True,
+                       timeout=timeout)
+    if check and p.returncode != 0:
+        raise AssertionError(f"ssvd {' '.join(map(str, args))} exited {p.returncode}:\n{p.stderr[-4000:]}")
+    return p
+
+
+@pytest.fixture(scope="session")
+def corpus_build(tmp_path_factory):
+    out = tmp_path_factory.mktemp("corpus") / "tiny"
+    first = ssvd("run", TINY, "--out", out, "--only", "tallyqa", "--no-progress")
+    second = ssvd("run", TINY, "--out", out, "--no-progress")
+    return out, first, second
+
+
+@pytest.fixture(scope="session")
+def corpus_dir(corpus_build) -> Path:
+    """The corpus directory (do not modify it: copy it with `corpus_copy`)."""
+    return corpus_build[0]
+
+
+@pytest.fixture
+def corpus_copy(corpus_dir, tmp_path) -> Path:
+    """A private copy of the corpus, free to damage."""
+    dst = tmp_path / "copy"
+    shutil.copytree(corpus_dir, dst)
+    return dst
