@@ -4,7 +4,7 @@ The ```bash blocks under the sections named in SECTIONS are read from README.md 
 `#` starts a comment) and every command runs as written from a scratch directory that sees the
 repository's `manifests/` and `tests/` (so `tests/fixtures/...` and `manifests/...` resolve as from the
 repository root), with `ssvd` being this checkout's CLI. The one change: `--limit N` and `--count N`
-become at most LIMIT (`shrink`), to keep the run short. A command fails the test if it exits non-zero or,
+become at most LIMIT, and `ssvd run` without `--limit` gets `--limit RUN_LIMIT` (`shrink`), to keep the run short. A command fails the test if it exits non-zero or,
 when it makes rows (dialogues, generic, speech, tokens, run), if it yields no `ok` row.
 
 Commands left out are listed in EXCLUDED, each with why; a command that is neither excluded nor an
@@ -41,6 +41,7 @@ EXCLUDED: tuple[tuple[str, str], ...] = (
     ("ssvd export-adapters runs/moshivis", "exports a production run (`torchrun` above) with the hub's Moshi backbone"),
 )
 LIMIT = 2  # at most this many captions / dialogues / rows per command (`shrink`)
+RUN_LIMIT = 1  # rows per split of an `ssvd run` (the trainer holds none out of a one-row split)
 MAKES_ROWS = ("dialogues", "generic", "speech", "tokens", "run")
 
 
@@ -83,8 +84,10 @@ def excluded(cmd: str) -> str | None:
 
 
 def shrink(args: list[str]) -> list[str]:
-    """The one change made to a README command: --limit / --count at most LIMIT."""
+    """The one change made to a README command: --limit / --count at most LIMIT; `ssvd run` gets RUN_LIMIT."""
     out = list(args)
+    if out[1:2] == ["run"] and "--limit" not in out:
+        out += ["--limit", str(RUN_LIMIT)]
     for i, a in enumerate(out[:-1]):
         if a in ("--limit", "--count") and out[i + 1].isdigit():
             out[i + 1] = str(min(int(out[i + 1]), LIMIT))
@@ -111,7 +114,9 @@ def test_every_readme_command_is_run_or_excluded_with_a_reason():
 def test_shrink_only_lowers_limits():
     assert shrink(["ssvd", "x", "--limit", "8", "--count", "100", "--seed", "9"]) == \
         ["ssvd", "x", "--limit", str(min(8, LIMIT)), "--count", str(min(100, LIMIT)), "--seed", "9"]
-    assert shrink(["--limit", "1"]) == ["--limit", "1"]
+    assert shrink(["ssvd", "x", "--limit", "1"]) == ["ssvd", "x", "--limit", "1"]
+    assert shrink(["ssvd", "run", "m.yaml"]) == ["ssvd", "run", "m.yaml", "--limit", str(RUN_LIMIT)]
+    assert shrink(["ssvd", "run", "m.yaml", "--limit", "9"]) == ["ssvd", "run", "m.yaml", "--limit", str(LIMIT)]
 
 
 def _ok_rows(args: list[str], p: subprocess.CompletedProcess) -> int:
