@@ -66,7 +66,7 @@ def check_speech_spec(spec: SpeechSpec) -> None:
     """Check, before any work, what can be checked without loading a model: kyutai's model config,
     cfg_coef and voice files (ValueError naming the valid values)."""
     if "kyutai" in spec.voices.backends():
-        from tts.kyutai_backend import check_setup
+        from tts.kyutai_setup import check_setup
 
         opts = spec.options_for("kyutai")
         check_setup(voices=opts["voices"], **{k: v for k, v in opts.items() if k in KYUTAI_SETUP_KEYS})

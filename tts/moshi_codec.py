@@ -76,7 +76,7 @@ def load_moshi_codec(spec: str, *, device: str = "cpu", num_codebooks: int = 8, 
     """`builtin:kyutai-tiny` or `moshi:REPO` (see the module doc)."""
     from moshi.models.loaders import CheckpointInfo
 
-    from tts.kyutai_backend import TINY, hub, resolve_source
+    from tts.kyutai_setup import TINY, hub, resolve_source
 
     _configure_threads(num_threads)
     source = resolve_source(spec if spec == TINY else spec.removeprefix("moshi:"))
