@@ -21,19 +21,11 @@ import re
 import unicodedata
 
 from pipeline.types import WordSpan
+from tts.number_words import (ONES, plural_number, digits_to_words, number_to_words,
+                               ordinal_to_words, year_to_words)
 
 MIN_SPAN_S = 0.01  # shortest span a word may get (10 ms)
 
-_ONES = (
-    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
-    "sixteen seventeen eighteen nineteen"
-).split()
-_TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
-_SCALES = ("", "thousand", "million", "billion", "trillion", "quadrillion")
-_ORDINAL_IRREGULAR = {
-    "one": "first", "two": "second", "three": "third", "five": "fifth", "eight": "eighth",
-    "nine": "ninth", "twelve": "twelfth",
-}
 _SCALE_WORDS = {"hundred", "thousand", "million", "billion", "trillion"}
 
 _ABBREVIATIONS = {
@@ -95,83 +87,6 @@ _CLAUSE_MARKS = ",.;:?!"
 
 
 # --- numbers -------------------------------------------------------------------------------------
-
-def _under_thousand(n: int) -> list[str]:
-    words: list[str] = []
-    hundreds, rest = divmod(n, 100)
-    if hundreds:
-        words += [_ONES[hundreds], "hundred"]
-    if rest >= 20:
-        tens, ones = divmod(rest, 10)
-        words.append(_TENS[tens])
-        if ones:
-            words.append(_ONES[ones])
-    elif rest or not words:
-        words.append(_ONES[rest])
-    return words
-
-
-def number_to_words(n: int) -> str:
-    """Cardinal: 1200 -> "one thousand two hundred", -3 -> "minus three" (spaces, no hyphens)."""
-    if n < 0:
-        return "minus " + number_to_words(-n)
-    if n >= 1000 ** len(_SCALES):
-        return digits_to_words(str(n))
-    if n < 1000:
-        return " ".join(_under_thousand(n))
-    groups: list[str] = []
-    scale = 0
-    while n:
-        n, chunk = divmod(n, 1000)
-        if chunk:
-            groups.insert(0, " ".join(_under_thousand(chunk) + ([_SCALES[scale]] if scale else [])))
-        scale += 1
-    return " ".join(groups)
-
-
-def digits_to_words(digits: str) -> str:
-    """Digit by digit: "007" -> "zero zero seven"."""
-    return " ".join(_ONES[int(d)] for d in digits if d.isdigit())
-
-
-def year_to_words(n: int) -> str:
-    """A year the way it is said: 1990 -> "nineteen ninety", 1905 -> "nineteen oh five",
-    2005 -> "two thousand five", 2024 -> "twenty twenty four"."""
-    if 2000 <= n <= 2009 or not 1100 <= n <= 2099:
-        return number_to_words(n)
-    hi, lo = divmod(n, 100)
-    if lo == 0:
-        return f"{number_to_words(hi)} hundred"
-    if lo < 10:
-        return f"{number_to_words(hi)} oh {_ONES[lo]}"
-    return f"{number_to_words(hi)} {number_to_words(lo)}"
-
-
-def ordinal_to_words(n: int) -> str:
-    """1 -> "first", 21 -> "twenty first", 100 -> "one hundredth"."""
-    words = number_to_words(n).split()
-    last = words[-1]
-    if last in _ORDINAL_IRREGULAR:
-        words[-1] = _ORDINAL_IRREGULAR[last]
-    elif last.endswith("y"):
-        words[-1] = last[:-1] + "ieth"
-    else:
-        words[-1] = last + "th"
-    return " ".join(words)
-
-
-def _plural_number(words: str) -> str:
-    """"nineteen ninety" -> "nineteen nineties", "eighty" -> "eighties", "six" -> "sixes"."""
-    parts = words.split()
-    last = parts[-1]
-    if last.endswith("y"):
-        parts[-1] = last[:-1] + "ies"
-    elif last.endswith(("x", "s")):
-        parts[-1] = last + "es"
-    else:
-        parts[-1] = last + "s"
-    return " ".join(parts)
-
 
 def _number_string(s: str) -> tuple[str, float]:
     """A written number ("1,200", "3.5", ".5") -> (words, value)."""
@@ -325,14 +240,14 @@ def _speak_core(core: str, trail: str, prev: str | None, next_word: str | None) 
     if m := _DECADE_RE.match(core):
         digits = m.group(1)
         if len(digits) == 2:
-            return _plural_number(number_to_words(int(digits)) if digits != "00" else "two thousand"), False
-        return _plural_number(year_to_words(int(digits))), False
+            return plural_number(number_to_words(int(digits)) if digits != "00" else "two thousand"), False
+        return plural_number(year_to_words(int(digits))), False
     if m := _TIME_RE.match(core):
         hours, minutes = int(m.group(1)), int(m.group(2))
         if minutes == 0:
             words = f"{number_to_words(hours)}" + ("" if m.group(3) else " o'clock")
         elif minutes < 10:
-            words = f"{number_to_words(hours)} oh {_ONES[minutes]}"
+            words = f"{number_to_words(hours)} oh {ONES[minutes]}"
         else:
             words = f"{number_to_words(hours)} {number_to_words(minutes)}"
         if m.group(3):
@@ -344,7 +259,7 @@ def _speak_core(core: str, trail: str, prev: str | None, next_word: str | None) 
             return _FRACTIONS[(a, b)], False
         if b != 0 and b <= 10 and a < b:
             denominator = ordinal_to_words(b)
-            return f"{number_to_words(a)} {_plural_number(denominator) if a > 1 else denominator}", False
+            return f"{number_to_words(a)} {plural_number(denominator) if a > 1 else denominator}", False
         return f"{number_to_words(a)} {number_to_words(b)}", False  # "24/7" -> "twenty four seven"
     if m := _RANGE_RE.match(core):
         a, _ = _number_string(m.group(1))

@@ -5,15 +5,8 @@ import re
 
 import pytest
 
-from tts.normalize import (
-    MIN_SPAN_S,
-    assemble_spans,
-    clause_mark,
-    number_to_words,
-    ordinal_to_words,
-    normalize_words,
-    year_to_words,
-)
+from tts.normalize import MIN_SPAN_S, assemble_spans, clause_mark, normalize_words
+from tts.number_words import number_to_words, ordinal_to_words, year_to_words
 
 PLAIN = re.compile(r"^([^\W\d_]+('[^\W\d_]+)*( [^\W\d_]+('[^\W\d_]+)*)*)?$")
 
