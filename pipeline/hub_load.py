@@ -33,6 +33,10 @@ class ScriptDatasetError(ValueError):
     """The input is a dataset loading-script repository, which ssvd cannot (and will not) run."""
 
 
+class HubLoadError(ValueError):
+    """A hub dataset that cannot be loaded (missing, offline, no network); the message says what to do."""
+
+
 def _message(name: str, found: str, fix: str) -> str:
     return (f"{name!r} is a dataset loading-script repository ({found}); `datasets` >= 4 no longer runs "
             f"loading scripts and ssvd never runs a repository's code. Fix: {fix}.")
@@ -53,8 +57,11 @@ def script_repo_problem(input: str) -> str | None:
     if name.endswith(".py"):
         return _message(name, "a Python file", _GENERIC_FIX)
     p = Path(name).expanduser()
-    if p.is_dir() and (p / f"{p.resolve().name}.py").is_file():
-        return _message(name, f"the folder holds {p.resolve().name}.py", _GENERIC_FIX)
+    try:
+        if p.is_dir() and (p / f"{p.resolve().name}.py").is_file():
+            return _message(name, f"the folder holds {p.resolve().name}.py", _GENERIC_FIX)
+    except OSError:  # cannot look (permissions, a link loop): the loader that opens it says so, naming it
+        return None
     return None
 
 
@@ -64,8 +71,10 @@ def check_not_script(input: str) -> None:
         raise ScriptDatasetError(problem)
 
 
-def load_streaming(hub_id: str, config: str | None = None) -> Any:
-    """`datasets.load_dataset(hub_id, config, streaming=True)`; a script repository raises ScriptDatasetError."""
+def load_streaming(hub_id: str, config: str | None = None, hint: str = "") -> Any:
+    """`datasets.load_dataset(hub_id, config, streaming=True)`; a script repository raises ScriptDatasetError,
+    any other failure (no such dataset, no network, offline without it in the cache, no such config) one
+    HubLoadError saying what was tried and what to do, never a bare traceback of `datasets` or `requests`."""
     import datasets
 
     check_not_script(hub_id)
@@ -75,4 +84,22 @@ def load_streaming(hub_id: str, config: str | None = None) -> Any:
         if any(m in str(e) for m in _SCRIPT_MARKERS):
             script = os.path.basename(hub_id.rstrip("/")) + ".py"
             raise ScriptDatasetError(_message(hub_id, f"it ships {script}", _GENERIC_FIX)) from e
-        raise
+        raise HubLoadError(_load_message(hub_id, config, e, hint)) from e
+    except Exception as e:  # DatasetNotFoundError (FileNotFoundError), ConnectionError, HTTP errors, ...
+        raise HubLoadError(_load_message(hub_id, config, e, hint)) from e
+
+
+def _load_message(hub_id: str, config: str | None, e: Exception, hint: str) -> str:
+    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on") or \
+        os.environ.get("HF_DATASETS_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    what = f"hub dataset {hub_id!r}" + (f" (config {config!r})" if config else "")
+    if offline:
+        fix = ("HF_HUB_OFFLINE is set, so only datasets already in the Hugging Face cache can be read: run once "
+               "with network access (unset HF_HUB_OFFLINE) to cache it, or download its data files and pass "
+               "the local file or folder")
+    else:
+        fix = (f"check the id (https://huggingface.co/datasets/{hub_id} must exist and be readable; a gated or "
+               "private dataset needs `hf auth login` or HF_TOKEN) and the network, or download its data files "
+               "and pass the local file or folder")
+    first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return f"{what} could not be loaded ({type(e).__name__}: {first[:300]}). {hint + ' ' if hint else ''}Fix: {fix}."
