@@ -21,11 +21,11 @@ import pyarrow as pa
 
 # leading bytes -> (what the file is, how to make it readable)
 _MAGIC: tuple[tuple[bytes, str, str], ...] = (
-    (b"\x1f\x8b", "gzip-compressed", "decompress it first (gunzip FILE)"),
-    (b"BZh", "bzip2-compressed", "decompress it first (bunzip2 FILE)"),
-    (b"\xfd7zXZ\x00", "xz-compressed", "decompress it first (unxz FILE)"),
-    (b"\x28\xb5\x2f\xfd", "zstd-compressed", "decompress it first (unzstd FILE)"),
-    (b"PK\x03\x04", "a zip archive", "extract it first (unzip FILE) and pass the extracted file or folder"),
+    (b"\x1f\x8b", "gzip-compressed", "gzip -dc FILE > PLAIN"),
+    (b"BZh", "bzip2-compressed", "bzip2 -dc FILE > PLAIN"),
+    (b"\xfd7zXZ\x00", "xz-compressed", "xz -dc FILE > PLAIN"),
+    (b"\x28\xb5\x2f\xfd", "zstd-compressed", "zstd -dc FILE > PLAIN"),
+    (b"PK\x03\x04", "a zip archive", "unzip FILE"),
 )
 PARQUET_MAGIC = b"PAR1"
 
@@ -45,8 +45,10 @@ def sniff(path: Path) -> None:
     suffix = path.suffix.lower()
     for magic, what, fix in _MAGIC:
         if head.startswith(magic):
-            raise InputFileError(f"{path}: the file is {what}, not {suffix or 'a data'} text. Fix: "
-                                 f"{fix.replace('FILE', str(path))}, and pass the result.")
+            plain = path.with_name(f"{path.stem}.plain{path.suffix}")
+            raise InputFileError(f"{path}: the file is {what}, not {suffix or 'a data'} text. Fix: decompress "
+                                 f"it first ({fix.replace('FILE', str(path)).replace('PLAIN', str(plain))}) and "
+                                 "pass the result instead (a folder given as input must not hold the compressed file).")
     if suffix == ".parquet":
         if size == 0:
             raise InputFileError(f"{path}: the file is empty (0 bytes), not a Parquet file. Fix: copy it "

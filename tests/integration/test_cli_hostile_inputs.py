@@ -46,7 +46,7 @@ def test_broken_files_and_a_missing_hub_id_are_one_error_line_each(tmp_path):
     _refused(_dialogues(cut, tmp_path / "o1"), str(cut), "Parquet", "Fix")
     gz = tmp_path / "captions.jsonl"
     gz.write_bytes(gzip.compress(b'{"image_url": "u", "caption": "A caption."}\n'))
-    _refused(_dialogues(gz, tmp_path / "o2"), str(gz), "gzip", "gunzip")
+    _refused(_dialogues(gz, tmp_path / "o2"), str(gz), "gzip", "gzip -dc")
     loop = tmp_path / "loop.jsonl"
     loop.symlink_to(loop)
     _refused(_dialogues(loop, tmp_path / "o3"), str(loop), "symlink loop")

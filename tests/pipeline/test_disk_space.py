@@ -84,7 +84,8 @@ def test_a_shard_that_cannot_be_finalised_keeps_its_parts(tmp_path):
         noise = os.urandom(600_000).hex()
         store.write_part(0, [{**{f.name: None for f in DIALOGUE_SCHEMA}, **r} for r in _rows(1, noise)])
         fill(vol, 200_000)  # the shard needs about its parts' size again (0.6 MB: hex compresses 2:1)
-        with pytest.raises(DiskFull, match=r"0\.2 MiB free\) could not hold dialogues-00000.parquet .*needs about 0\.6 MiB"):
+        want = r"0\.2 MiB free\) could not hold dialogues-00000.parquet .*needs about 0\.6 MiB"
+        with pytest.raises(DiskFull, match=want):
             store.finalize(0)
         assert not store.is_complete(0) and not list(vol.rglob("*.tmp"))
         assert pq.read_table(store.part_paths(0)[0]).num_rows == 1

@@ -150,7 +150,8 @@ def test_benchmark_parquet_column_of_the_wrong_type_is_a_counted_rejection_per_r
 
 # ---------------------------------------------------------------- text encodings and line ends
 def test_jsonl_line_that_is_not_json_is_a_counted_rejection(tmp_path):
-    p = jsonl(tmp_path / "ocr.jsonl", [ocrvqa(0)], b'{"image_id": "1", "questions": [\n' + json.dumps(ocrvqa(2)).encode() + b"\n")
+    tail = b'{"image_id": "1", "questions": [\n' + json.dumps(ocrvqa(2)).encode() + b"\n"
+    p = jsonl(tmp_path / "ocr.jsonl", [ocrvqa(0)], tail)
     recs = read("benchmark", "ocrvqa", p)
     assert reasons(recs) == ["ok", "row:malformed_json", "ok"]
     assert f"{p} line 2:" in recs[1].detail and "not valid JSON" in recs[1].detail and "Fix" in recs[1].detail
@@ -158,7 +159,8 @@ def test_jsonl_line_that_is_not_json_is_a_counted_rejection(tmp_path):
 
 def test_invalid_utf8_in_jsonl_is_a_counted_rejection(tmp_path):
     bad = json.dumps(docci(1)).encode().replace(b"red", b"r\xffd")
-    p = jsonl(tmp_path / "docci_descriptions.jsonlines", [docci(0)], bad + b"\n" + json.dumps(docci(2)).encode() + b"\n")
+    tail = bad + b"\n" + json.dumps(docci(2)).encode() + b"\n"
+    p = jsonl(tmp_path / "docci_descriptions.jsonlines", [docci(0)], tail)
     recs = read("caption", "docci", p)
     assert reasons(recs) == ["ok", "row:malformed_json", "ok"]
     assert f"{p} line 2:" in recs[1].detail and "utf-8" in recs[1].detail.lower()
@@ -429,7 +431,7 @@ def test_gzip_file_named_jsonl_is_an_error_saying_to_decompress(tmp_path):
     p.write_bytes(gzip.compress("".join(json.dumps(pixmo(i)) + "\n" for i in range(3)).encode()))
     with pytest.raises(InputFileError) as e:
         open_source("pixmo", str(p))
-    clear(e.value, p, "gzip-compressed", "gunzip")
+    clear(e.value, p, "gzip-compressed", "gzip -dc")
     t = tmp_path / "train.json"
     t.write_bytes(gzip.compress(json.dumps([tallyqa(0)]).encode()))
     with pytest.raises(InputFileError, match="gzip-compressed"):
