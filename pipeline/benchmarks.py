@@ -45,7 +45,6 @@ import re
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.captions import (
@@ -59,7 +58,7 @@ from pipeline.captions import (
     file_columns,
 )
 from pipeline.hub_load import check_not_script, load_streaming
-from pipeline.input_files import Fingerprint, kind_of, unreadable
+from pipeline.input_files import Fingerprint, guarded_rows, kind_of
 from pipeline.types import CaptionRejection, Dialogue, ImageRef, Turn, stable_hash, stable_int
 
 BENCHMARKS: tuple[str, ...] = ("tallyqa", "ocrvqa", "renderedtext", "docvqa")
@@ -141,13 +140,7 @@ Row = tuple[str, "dict | None", "tuple[str, str] | None"]  # (where, record, (re
 
 def _iter_local(path: Path, name: str) -> Iterator[Row]:
     """(where, record, error) per row; a file that cannot be read on raises InputFileError naming the row."""
-    where = "before its first row"
-    try:
-        for row in _iter_local_rows(path, name):
-            where = "after " + row[0].removeprefix(f"{path} ")
-            yield row
-    except (pa.ArrowException, OSError, UnicodeDecodeError) as e:
-        raise unreadable(path, e, where) from None
+    return guarded_rows(path, _iter_local_rows(path, name))
 
 
 def _iter_local_rows(path: Path, name: str) -> Iterator[Row]:

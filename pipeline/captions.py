@@ -39,7 +39,7 @@ import pyarrow.parquet as pq
 
 from pipeline.caption_text import normalize_caption
 from pipeline.hub_load import check_not_script, load_streaming
-from pipeline.input_files import Fingerprint, kind_of, sniff, unreadable, walk_files
+from pipeline.input_files import Fingerprint, guarded_rows, kind_of, sniff, unreadable, walk_files
 from pipeline.types import SOURCES, Caption, CaptionRejection, ImageRef, stable_hash
 
 log = logging.getLogger("ssvd")
@@ -270,15 +270,8 @@ Row = tuple[str, "dict | None", "tuple[str, str] | None"]  # (where, record, (re
 
 def _iter_local(path: Path, source: str) -> Iterator[Row]:
     """(where, record, error) per row of one local file, streamed (schema checked by caller); a file that
-    cannot be read on (a corrupt Parquet page, a file removed or made unreadable) raises InputFileError
-    naming the row reached."""
-    where = "before its first row"
-    try:
-        for row in _iter_local_rows(path, source):
-            where = "after " + row[0].removeprefix(f"{path} ")
-            yield row
-    except (pa.ArrowException, OSError, UnicodeDecodeError) as e:
-        raise unreadable(path, e, where) from None
+    cannot be read on raises InputFileError naming the row reached."""
+    return guarded_rows(path, _iter_local_rows(path, source))
 
 
 def _surrogates(rec: dict) -> str | None:

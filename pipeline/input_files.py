@@ -16,6 +16,7 @@ import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import pyarrow as pa
 
@@ -125,6 +126,19 @@ def walk_files(root: Path, suffixes: tuple[str, ...]) -> list[Path]:
             if kind_of(f) == "file":
                 found.append(f)
     return sorted(found, key=lambda f: f.as_posix())
+
+
+def guarded_rows(path: Path, rows: Iterator[tuple]) -> Iterator[tuple]:
+    """`rows` ((where, record, error) per row of `path`) passed through; a file that cannot be read on (a
+    corrupt Parquet page, a file removed or made unreadable meanwhile) raises InputFileError naming the last
+    row read."""
+    where = "before its first row"
+    try:
+        for row in rows:
+            where = "after " + row[0].removeprefix(f"{path} ")
+            yield row
+    except (pa.ArrowException, OSError, UnicodeDecodeError) as e:
+        raise unreadable(path, e, where) from None
 
 
 @dataclass(frozen=True, slots=True)

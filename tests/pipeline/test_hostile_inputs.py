@@ -24,7 +24,7 @@ from pipeline.benchmarks import open_benchmark
 from pipeline.captions import CaptionSchemaError, first_records, open_source
 from pipeline.hub_load import HubLoadError
 from pipeline.input_files import InputFileError
-from pipeline.types import Caption, CaptionRejection, Dialogue
+from pipeline.types import Caption, Dialogue
 
 ROOT = Path(__file__).resolve().parents[2]
 CAP = "A red bicycle leaning against a white wall in the sun."
@@ -111,16 +111,22 @@ def test_empty_parquet_file_is_an_error_naming_the_file(tmp_path):
     clear(e.value, p, "empty (0 bytes)")
 
 
+def corrupt_past_footer(path: Path, rows: list[dict], column: int = 0) -> Path:
+    """A Parquet file of `rows` whose footer reads (the check at the start passes) but whose second row
+    group does not (bytes in the middle of one of its column chunks flipped)."""
+    pq.write_table(pa.Table.from_pylist(rows), path, row_group_size=len(rows) // 2)
+    col = pq.ParquetFile(path).metadata.row_group(1).column(column)
+    start = (col.dictionary_page_offset or col.data_page_offset) + col.total_compressed_size // 2
+    b = bytearray(path.read_bytes())
+    for k in range(start, start + 24):
+        b[k] ^= 0x5A
+    path.write_bytes(bytes(b))
+    return path
+
+
 def test_parquet_corrupt_past_its_footer_stops_with_the_file_and_row(tmp_path):
     """The footer reads (so the up-front check passes); a page does not: one error naming file and place."""
-    p = tmp_path / "c.parquet"
-    pq.write_table(pa.Table.from_pylist([pixmo(i, f"{CAP} Number {i}.") for i in range(50)]), p, row_group_size=25)
-    col = pq.ParquetFile(p).metadata.row_group(1).column(1)
-    start = (col.dictionary_page_offset or col.data_page_offset) + col.total_compressed_size // 2
-    b = bytearray(p.read_bytes())
-    for k in range(start, start + 40):
-        b[k] ^= 0x5A
-    p.write_bytes(bytes(b))
+    p = corrupt_past_footer(tmp_path / "c.parquet", [pixmo(i, f"{CAP} Number {i}.") for i in range(50)], column=1)
     src = open_source("pixmo", str(p))
     with pytest.raises(InputFileError) as e:
         list(first_records(src, None))

@@ -1,6 +1,5 @@
 """`ssvd run` on the tiny manifest (built once by conftest.corpus_build): layout, provenance, resume, refusals."""
 import json
-from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -147,26 +146,14 @@ def test_a_bad_manifest_is_refused_before_anything_runs(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def _corrupt_past_footer(path: Path, rows: list[dict]) -> None:
-    """A Parquet file whose footer reads (the check at the start passes) but whose second row group does not."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    pq.write_table(pa.Table.from_pylist(rows), path, row_group_size=len(rows) // 2)
-    col = pq.ParquetFile(path).metadata.row_group(1).column(0)
-    start = (col.dictionary_page_offset or col.data_page_offset) + col.total_compressed_size // 2
-    b = bytearray(path.read_bytes())
-    for k in range(start, start + 24):
-        b[k] ^= 0x5A
-    path.write_bytes(bytes(b))
-
-
 def test_a_failing_split_is_reported_and_the_others_go_on(tmp_path):
     """A split whose input turns out corrupt while it is read (past what the start-of-run check reads) fails
     alone; the others go on. (A split whose input cannot be opened at all stops the run before any work:
     tests/integration/test_cli_hostile_inputs.py.)"""
+    from tests.pipeline.test_hostile_inputs import corrupt_past_footer
+
     bad = tmp_path / "ocrvqa.parquet"
-    _corrupt_past_footer(bad, [{"image_id": str(i), "image": f"ocr/{i}.jpg", "questions": [f"Who wrote book {i}?"],
+    corrupt_past_footer(bad, [{"image_id": str(i), "image": f"ocr/{i}.jpg", "questions": [f"Who wrote book {i}?"],
                                 "answers": ["Ann Lee"]} for i in range(40)])
     data = yaml.safe_load(TINY.read_text())
     data.pop("generic")
