@@ -451,7 +451,7 @@ def status(
 
 @app.command()
 def verify(corpus: CorpusDir) -> None:
-    """Recompute every shard's sha256 and row count and check its schema against manifest.json; exit 1 naming every bad shard."""
+    """Recompute every shard's sha256 and row count and check its schema against manifest.json; exit 1 naming every bad shard. Also says whether the corpus is complete or partial (and which splits are not done)."""
     from pipeline.corpus.verify import completeness, verify_corpus
 
     try:
