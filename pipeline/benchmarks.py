@@ -57,7 +57,7 @@ from pipeline.captions import (
     _scan,
     file_columns,
 )
-from pipeline.hub_load import check_not_script, load_streaming
+from pipeline.hub_load import check_not_script, hub_rows, load_streaming
 from pipeline.input_files import Fingerprint, guarded_rows, kind_of
 from pipeline.types import CaptionRejection, Dialogue, ImageRef, Turn, stable_hash, stable_int
 
@@ -390,8 +390,7 @@ class BenchmarkSource:
 
     def _iter_hub(self, index: int) -> Iterator[Row]:
         ds = self._dataset.shard(num_shards=len(self.shards), index=index)
-        for row, rec in enumerate(ds, 1):
-            yield f"{self.shards[index].name} row {row}", rec, None
+        return hub_rows(ds, self.shards[index].name)
 
     def _convert(self, shard: int, base: str, row: int, where: str, rec: dict | None,
                  err: tuple[str, str] | None) -> Dialogue | CaptionRejection:

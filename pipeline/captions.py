@@ -38,7 +38,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.caption_text import normalize_caption
-from pipeline.hub_load import check_not_script, load_streaming
+from pipeline.hub_load import check_not_script, hub_rows, load_streaming
 from pipeline.input_files import Fingerprint, guarded_rows, kind_of, sniff, unreadable, walk_files
 from pipeline.types import SOURCES, Caption, CaptionRejection, ImageRef, stable_hash
 
@@ -422,8 +422,7 @@ class CaptionSource:
 
     def _iter_hub(self, index: int) -> Iterator[Row]:
         ds = self._dataset.shard(num_shards=len(self.shards), index=index)
-        for row, rec in enumerate(ds, 1):
-            yield f"{self.shards[index].name} row {row}", rec, None
+        return hub_rows(ds, self.shards[index].name)
 
     def _convert(self, index: int, base: str, row: int, where: str, rec: dict | None,
                  err: tuple[str, str] | None) -> Caption | CaptionRejection:

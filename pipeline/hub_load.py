@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 # Script-based hub repositories we know of, with what to pass instead.
 KNOWN_SCRIPT_REPOS: dict[str, str] = {
@@ -87,6 +87,21 @@ def load_streaming(hub_id: str, config: str | None = None, hint: str = "") -> An
         raise HubLoadError(_load_message(hub_id, config, e, hint)) from e
     except Exception as e:  # DatasetNotFoundError (FileNotFoundError), ConnectionError, HTTP errors, ...
         raise HubLoadError(_load_message(hub_id, config, e, hint)) from e
+
+
+def hub_rows(dataset: Any, name: str) -> Iterator[tuple[str, Any, None]]:
+    """(where, record, None) per row of one shard of a streaming dataset; a failure while streaming (the
+    network gone, a corrupt data file) is one HubLoadError naming the shard and the last row read."""
+    row = 0
+    try:
+        for row, rec in enumerate(dataset, 1):
+            yield f"{name} row {row}", rec, None
+    except Exception as e:  # noqa: BLE001 - whatever `datasets`, fsspec or pyarrow raise, said once, clearly
+        first = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
+        raise HubLoadError(
+            f"{name}: reading stopped after row {row} ({type(e).__name__}: {first}). Fix: check the network (and "
+            "HF_HUB_OFFLINE) or the dataset's files, then run the same command again: rows already done are "
+            "kept.") from e
 
 
 def _load_message(hub_id: str, config: str | None, e: Exception, hint: str) -> str:

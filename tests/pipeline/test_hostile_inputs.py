@@ -483,3 +483,20 @@ def test_hub_id_that_does_not_exist_offline_is_a_clear_error(tmp_path, monkeypat
     assert "'nobody-ssvd/no-such-captions' could not be loaded" in msg and "HF_HUB_OFFLINE" in msg and "Fix" in msg
     with pytest.raises(HubLoadError, match="nobody-ssvd/no-such-vqa"):
         open_benchmark("docvqa", "hub:nobody-ssvd/no-such-vqa")
+
+
+def test_hub_dataset_with_a_corrupt_data_file_stops_with_a_clear_error(tmp_path, monkeypatch):
+    """A local repository read through `datasets` (the hub path): its second data file is corrupt past its
+    footer, so loading works and streaming it fails; one error names the shard and the last row read."""
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "cache"))
+    data = tmp_path / "repo" / "data"
+    data.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist([pixmo(i) for i in range(4)]), data / "train-00000-of-00002.parquet")
+    corrupt_past_footer(data / "train-00001-of-00002.parquet", [pixmo(i, f"{CAP} {i}.") for i in range(4, 44)], 1)
+    src = open_source("pixmo", f"hub:{tmp_path / 'repo'}")
+    assert len(src.shards) == 2
+    assert reasons(list(src.iter_shard(0))) == ["ok"] * 4
+    with pytest.raises(HubLoadError) as e:
+        list(src.iter_shard(1))
+    msg = str(e.value)
+    assert f"{tmp_path / 'repo'}#shard1: reading stopped after row" in msg and "Fix" in msg
