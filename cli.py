@@ -410,13 +410,14 @@ def run(
 ) -> None:
     """Build every split of a manifest (dialogues -> speech -> tokens, or text rows), resumable, with manifest.json provenance."""
     from pipeline.corpus.run import CorpusBusy, CorpusMismatch, RunArgs, run_corpus
+    from pipeline.disk_space import DiskFull
     from pipeline.manifest import ManifestError
 
     _setup(verbose)
     try:
         result = run_corpus(manifest, out, RunArgs(only=only, limit=limit, workers=workers, ray_address=ray_address,
                                                    device=device, progress=not no_progress, verbose=verbose))
-    except (ManifestError, CorpusMismatch, CorpusBusy, ValueError, FileNotFoundError) as e:
+    except (ManifestError, CorpusMismatch, CorpusBusy, DiskFull, ValueError, FileNotFoundError) as e:
         _fail(e)
     for s in result.steps:
         d = s.get("summary") or {}
@@ -450,16 +451,20 @@ def status(
 
 @app.command()
 def verify(corpus: CorpusDir) -> None:
-    """Recompute every shard's sha256 and row count and check its schema against manifest.json; exit 1 naming every bad shard."""
-    from pipeline.corpus.verify import verify_corpus
+    """Recompute every shard's sha256 and row count and check its schema against manifest.json; exit 1 naming every bad shard. Also says whether the corpus is complete or partial (and which splits are not done)."""
+    from pipeline.corpus.verify import completeness, verify_corpus
 
     try:
         problems, checked = verify_corpus(corpus)
+        state, unfinished = completeness(corpus)
     except (ValueError, FileNotFoundError) as e:
         _fail(e)
     for p in problems:
         typer.secho(f"BAD {p}", fg="red", err=True)
-    typer.echo(json.dumps({"shards_checked": checked, "bad": len(problems), "ok": not problems}))
+    if unfinished:
+        typer.echo(f"the corpus is {state}: not complete: {', '.join(unfinished)} (the shards it lists were "
+                   "checked; rerun `ssvd run` with the same manifest to finish it)", err=True)
+    typer.echo(json.dumps({"shards_checked": checked, "bad": len(problems), "ok": not problems, "state": state}))
     if problems:
         raise typer.Exit(1)
 

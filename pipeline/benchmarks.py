@@ -50,14 +50,15 @@ import pyarrow.parquet as pq
 from pipeline.captions import (
     CaptionSchemaError,
     InputShard,
-    _file_columns,
     _is_json_array,
     _json_array_records,
     _jsonl_records,
     _looks_like_path,
     _scan,
+    file_columns,
 )
-from pipeline.hub_load import ScriptDatasetError, check_not_script, load_streaming
+from pipeline.hub_load import check_not_script, hub_rows, load_streaming
+from pipeline.input_files import Fingerprint, guarded_rows, kind_of
 from pipeline.types import CaptionRejection, Dialogue, ImageRef, Turn, stable_hash, stable_int
 
 BENCHMARKS: tuple[str, ...] = ("tallyqa", "ocrvqa", "renderedtext", "docvqa")
@@ -127,7 +128,7 @@ def _check_columns(where: str, name: str, found: list[str]) -> None:
 def check_file(path: Path, name: str) -> None:
     """Raise BenchmarkSchemaError if the file lacks a required column (reads only its head)."""
     try:
-        cols = _file_columns(path)
+        cols = file_columns(path)
     except CaptionSchemaError as e:  # JSON array instead of JSON lines
         raise BenchmarkSchemaError(str(e)) from e
     if cols is not None:
@@ -138,6 +139,11 @@ Row = tuple[str, "dict | None", "tuple[str, str] | None"]  # (where, record, (re
 
 
 def _iter_local(path: Path, name: str) -> Iterator[Row]:
+    """(where, record, error) per row; a file that cannot be read on raises InputFileError naming the row."""
+    return guarded_rows(path, _iter_local_rows(path, name))
+
+
+def _iter_local_rows(path: Path, name: str) -> Iterator[Row]:
     if path.suffix.lower() == ".parquet":
         pf = pq.ParquetFile(path)
         cols = [c for c in _columns_needed(name) if c in pf.schema_arrow.names]
@@ -357,6 +363,8 @@ class BenchmarkSource:
                  files: list[Path] | None = None, dataset: Any = None):
         self.name, self.input, self.kind, self.shards = name, input, kind, shards
         self._files, self._dataset = files, dataset
+        # each local file as it was when opened: a file that changes while it is read stops its shard
+        self._prints = [Fingerprint.of(f) for f in files] if files is not None else None
 
     def describe(self) -> dict:
         return {"benchmark": self.name, "input": self.input, "kind": self.kind,
@@ -371,13 +379,18 @@ class BenchmarkSource:
         else:
             rows = self._iter_hub(index)
         base = re.split(r"[\\/]", self.shards[index].name)[-1]
-        return (self._convert(index, base, row, where, rec, err)
-                for row, (where, rec, err) in enumerate(rows))
+        return self._rows(index, base, rows)
+
+    def _rows(self, index: int, base: str, rows: Iterator[Row]) -> Iterator[Dialogue | CaptionRejection]:
+        row = -1
+        for row, (where, rec, err) in enumerate(rows):
+            yield self._convert(index, base, row, where, rec, err)
+        if self._prints is not None:
+            self._prints[index].check(self._files[index], row + 1)
 
     def _iter_hub(self, index: int) -> Iterator[Row]:
         ds = self._dataset.shard(num_shards=len(self.shards), index=index)
-        for row, rec in enumerate(ds, 1):
-            yield f"{self.shards[index].name} row {row}", rec, None
+        return hub_rows(ds, self.shards[index].name)
 
     def _convert(self, shard: int, base: str, row: int, where: str, rec: dict | None,
                  err: tuple[str, str] | None) -> Dialogue | CaptionRejection:
@@ -389,7 +402,8 @@ class BenchmarkSource:
         if rec is None:
             reason, message = err or ("row:malformed", "unreadable")
             rest = ("the rest of the file is read" if "cannot be read" not in message
-                    else "the elements after it were not read")
+                    else "the elements after it were not read" if "element" in where
+                    else "the rows after it were not read")
             return reject(reason, f"row is {message}. Fix or delete it; {rest}.")
         try:
             key, image, pairs = PARSERS[name](rec)
@@ -411,15 +425,7 @@ def _open_hub(name: str, input: str, hub_id: str) -> BenchmarkSource:
     split = split or HUB_SPLIT[name]
     hint = (f"{input!r} is not an existing local path, so it was loaded with `datasets` as a hub "
             f"dataset id (e.g. {HUB_IDS[name]}; needs the network or the HF cache).")
-    try:
-        ds = load_streaming(hub_id, HUB_CONFIGS.get(hub_id))
-    except FileNotFoundError as e:
-        raise FileNotFoundError(f"{hint} It failed: {e}") from e
-    except (CaptionSchemaError, ScriptDatasetError):
-        raise
-    except Exception as e:
-        e.add_note(hint)
-        raise
+    ds = load_streaming(hub_id, HUB_CONFIGS.get(hub_id), hint=hint)
     if isinstance(ds, dict) or hasattr(ds, "keys"):
         if split not in ds:
             raise ValueError(f"hub dataset {hub_id!r} has no split {split!r}; splits: {sorted(ds)}. "
@@ -448,12 +454,13 @@ def open_benchmark(name: str, input: str) -> BenchmarkSource:
     if input.startswith("hf://"):
         return _open_hub(name, input, input[5:].removeprefix("datasets/").strip("/"))
     p = Path(input).expanduser()
-    if p.is_file():
+    kind = kind_of(p)  # a broken link, a link loop, a folder not allowed in: say so, not "no such file"
+    if kind == "file":
         if p.suffix.lower() not in SUFFIXES:
             raise ValueError(f"{input}: unsupported benchmark file type {p.suffix!r}; "
                              f"use one of {', '.join(SUFFIXES)}")
         files = [p]
-    elif p.is_dir():
+    elif kind == "dir":
         files = _scan(p, SUFFIXES)
         if not files:
             raise FileNotFoundError(f"{input}: directory has no benchmark files "

@@ -1,7 +1,9 @@
 """Caption text normalisation: whitespace, PixelProse boilerplate openings and meta sentences, shortening.
 
 Pure functions of their input. Template syntax (`{{ ... }}`, `{caption}`, `{% raw %}`) is text
-like any other: nothing here interprets or escapes it.
+like any other: nothing here interprets or escapes it. Control characters (NUL, escape sequences' ESC,
+BEL, the C1 range) are not text: they become spaces, like whitespace. Every function is linear in the
+length of its input, so a 5 MB caption costs milliseconds, not minutes.
 """
 from __future__ import annotations
 
@@ -28,6 +30,8 @@ _ABBREVIATIONS = frozenset(
     "mr mrs ms dr st jr sr prof mt vs etc e.g i.e approx no fig ft lt col gen sgt".split()
 )
 _TRAILING_JUNK = " ,;:\u2013\u2014-"
+# C0 and C1 control characters and DEL (tab, newline and carriage return are whitespace anyway).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 # Openings of the sentences about the picture itself (style, font, background) that PixelProse's VLM
 # appends to its captions; Kyutai's released generator cuts a caption at the first one after the
 # second sentence (ssvd/utils.py of kyutai-labs/moshivis, PIXELPROSE_TRIM_CANDIDATES).
@@ -38,8 +42,8 @@ META_OPENINGS: tuple[str, ...] = (
 
 
 def collapse_whitespace(text: str) -> str:
-    """Strip and turn every run of whitespace (newlines, tabs, NBSP...) into one space."""
-    return " ".join(text.split())
+    """Strip and turn every run of whitespace (newlines, tabs, NBSP...) and control characters into one space."""
+    return " ".join(_CONTROL.sub(" ", text).split())
 
 
 def strip_boilerplate(text: str) -> str:
@@ -57,7 +61,7 @@ def sentence_ends(text: str) -> list[int]:
     ends = []
     for m in _SENTENCE_END.finditer(text):
         if text[m.start()] == "." and m.end() - m.start() == 1:
-            word = text[: m.start()].rsplit(" ", 1)[-1]
+            word = text[text.rfind(" ", 0, m.start()) + 1: m.start()]  # the word before the period
             # "Dr." / "e.g." / a middle initial "J." do not end a sentence.
             if word.lower() in _ABBREVIATIONS or (len(word) == 1 and word.isupper()):
                 continue
@@ -75,7 +79,10 @@ def trim_meta_sentences(text: str, keep: int = 2) -> str:
     for i, start in enumerate(starts[:-1] if starts[-1] >= len(text) else starts):
         if i < keep:
             continue
-        if text[start:].lstrip().startswith(META_OPENINGS):
+        j = start
+        while j < len(text) and text[j].isspace():
+            j += 1
+        if text.startswith(META_OPENINGS, j):  # at the position: no copy of the rest (linear overall)
             return text[:start].rstrip()
     return text
 
@@ -91,7 +98,7 @@ def shorten(text: str, max_chars: int = 1000) -> str:
     if len(text) <= max_chars:
         return text
     best = 0
-    for end in sentence_ends(text):
+    for end in sentence_ends(text[: max_chars + 1]):  # an end at max_chars is seen through the next char
         if end > max_chars:
             break
         best = end

@@ -34,10 +34,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.caption_text import normalize_caption
-from pipeline.hub_load import ScriptDatasetError, check_not_script, load_streaming
+from pipeline.hub_load import check_not_script, hub_rows, load_streaming
+from pipeline.input_files import Fingerprint, guarded_rows, kind_of, sniff, unreadable, walk_files
 from pipeline.types import SOURCES, Caption, CaptionRejection, ImageRef, stable_hash
 
 log = logging.getLogger("ssvd")
@@ -64,6 +66,7 @@ csv.field_size_limit(2**31 - 1)
 
 class CaptionSchemaError(ValueError):
     """A caption file (or hub dataset) lacks a column its source needs."""
+
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,7 +216,8 @@ def _file_columns(path: Path) -> list[str] | None:
         return list(pq.read_schema(path).names)
     if suffix == ".csv":
         with open(path, newline="", encoding="utf-8-sig", errors="replace") as f:
-            return next(csv.reader(f), [])
+            header = next(csv.reader(f), [])
+        return header if any(h.strip() for h in header) else None  # an empty file: no rows, no columns
     records = _json_array_records(path) if _is_json_array(path) else _jsonl_records(path)
     cols: set[str] = set()
     seen = 0
@@ -226,18 +230,63 @@ def _file_columns(path: Path) -> list[str] | None:
     return sorted(cols) if seen else None
 
 
+def file_columns(path: Path) -> list[str] | None:
+    """`_file_columns` with every way of failing (compressed, truncated, unreadable) as an InputFileError."""
+    sniff(path)
+    try:
+        return _file_columns(path)
+    except (pa.ArrowException, OSError, UnicodeDecodeError) as e:
+        raise unreadable(path, e) from None
+
+
+def _check_types(path: Path, source: str) -> None:
+    """A Parquet file whose id or caption column has the wrong type: one error up front, not a rejection a row."""
+    schema = pq.read_schema(path)
+    for col, ids in ((ID_FIELD[source], True), (TEXT_FIELD[source], False)):
+        if col not in schema.names:
+            continue
+        t = schema.field(col).type
+        if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_null(t) or (
+                ids and pa.types.is_integer(t)):
+            continue
+        raise CaptionSchemaError(
+            f"{path}: column {col!r} has type {t}, expected string{' (or integer)' if ids else ''} for source "
+            f"{source!r}. Fix: write the {'ids' if ids else 'captions'} as text (e.g. "
+            f"table.set_column(..., pa.array(values, pa.string()))), or pick the column that holds them.")
+
+
 def check_file(path: Path, source: str) -> None:
-    """Raise CaptionSchemaError if the file lacks a required column (reads only its head)."""
-    cols = _file_columns(path)
+    """Raise CaptionSchemaError if the file lacks a required column (reads only its head), InputFileError if
+    it cannot be read as what its name says."""
+    cols = file_columns(path)
     if cols is not None:
         _check_columns(str(path), source, cols)
+        if path.suffix.lower() == ".parquet":
+            _check_types(path, source)
 
 
 Row = tuple[str, "dict | None", "tuple[str, str] | None"]  # (where, record, (reason, message))
 
 
 def _iter_local(path: Path, source: str) -> Iterator[Row]:
-    """(where, record, error) per row of one local file, streamed (schema checked by caller)."""
+    """(where, record, error) per row of one local file, streamed (schema checked by caller); a file that
+    cannot be read on raises InputFileError naming the row reached."""
+    return guarded_rows(path, _iter_local_rows(path, source))
+
+
+def _surrogates(rec: dict) -> str | None:
+    """The first field holding bytes that are not UTF-8 (read with surrogateescape), else None."""
+    for k, v in rec.items():
+        for x in (k, v):
+            if isinstance(x, str):
+                try:
+                    x.encode("utf-8")
+                except UnicodeEncodeError:
+                    return k if isinstance(k, str) else "?"
+    return None
+
+
+def _iter_local_rows(path: Path, source: str) -> Iterator[Row]:
     suffix = path.suffix.lower()
     if suffix == ".parquet":
         pf = pq.ParquetFile(path)
@@ -249,8 +298,8 @@ def _iter_local(path: Path, source: str) -> Iterator[Row]:
                 row += 1
                 yield f"{path} row {row}", rec, None
     elif suffix == ".csv":
-        with open(path, newline="", encoding="utf-8-sig", errors="replace") as f:
-            reader, n = csv.DictReader(f), 0
+        with open(path, newline="", encoding="utf-8-sig", errors="surrogateescape") as f:
+            reader, n = csv.DictReader(f, strict=True), 0
             while True:
                 line = reader.line_num + 1
                 try:
@@ -259,9 +308,16 @@ def _iter_local(path: Path, source: str) -> Iterator[Row]:
                     break
                 except csv.Error as e:
                     rec, bad = None, f"not valid CSV ({e})"
+                    if "unexpected end of data" in str(e):
+                        bad = (f"a quoted field opened on line {line} that is never closed: every line after "
+                               "it, to the end of the file, was read into it, so the rows after it cannot be "
+                               "read (an unbalanced \" quote)")
                 else:
                     bad = "a different number of fields than the header" if (
                         None in rec or None in rec.values()) else None
+                    field = None if bad else _surrogates(rec)
+                    if field is not None:
+                        bad = f"not UTF-8 text (field {field!r} holds bytes that are not UTF-8)"
                 n += 1
                 where = f"{path} row {n} (line {line})"
                 if bad or rec is None:
@@ -277,10 +333,8 @@ def _iter_local(path: Path, source: str) -> Iterator[Row]:
 
 
 def _scan(p: Path, suffixes: tuple[str, ...] = SUFFIXES) -> list[Path]:
-    """Input files under p, recursively, sorted by path; hidden files and folders skipped."""
-    files = [f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in suffixes
-             and not any(part.startswith(".") for part in f.relative_to(p).parts)]
-    return sorted(files, key=lambda f: f.as_posix())
+    """Input files under p, recursively, sorted by path; hidden files and folders skipped (see walk_files)."""
+    return walk_files(p, suffixes)
 
 
 def _looks_like_path(s: str) -> bool:
@@ -323,6 +377,8 @@ class CaptionSource:
         self._files, self._dataset = files, dataset
         self._roots = image_roots or [None] * len(shards)
         self.skipped = [0] * len(shards)
+        # each local file as it was when opened: a file that changes while it is read stops its shard
+        self._prints = [Fingerprint.of(f) for f in files] if files is not None else None
 
     def describe(self) -> dict:
         d = {"source": self.source, "input": self.input, "kind": self.kind,
@@ -351,20 +407,22 @@ class CaptionSource:
 
     def _rows(self, index: int, base: str, rows: Iterator[Row]) -> Iterator[Caption | CaptionRejection]:
         want = self.options.split
+        row = -1
         for row, (where, rec, err) in enumerate(rows):
             if self.source == "docci" and rec is not None and isinstance(rec.get("split"), str) \
                     and rec["split"].strip() != want:
                 self.skipped[index] += 1  # another split of the release file: not this input
                 continue
             yield self._convert(index, base, row, where, rec, err)
+        if self._prints is not None:
+            self._prints[index].check(self._files[index], row + 1)
         if self.skipped[index]:
             log.info("%s: %d row(s) of other splits than %r skipped (DOCCI release file)",
                      self.shards[index].name, self.skipped[index], want)
 
     def _iter_hub(self, index: int) -> Iterator[Row]:
         ds = self._dataset.shard(num_shards=len(self.shards), index=index)
-        for row, rec in enumerate(ds, 1):
-            yield f"{self.shards[index].name} row {row}", rec, None
+        return hub_rows(ds, self.shards[index].name)
 
     def _convert(self, index: int, base: str, row: int, where: str, rec: dict | None,
                  err: tuple[str, str] | None) -> Caption | CaptionRejection:
@@ -376,7 +434,8 @@ class CaptionSource:
         if rec is None:
             reason, message = err or ("row:malformed", "unreadable")
             rest = ("the rest of the file is read" if "cannot be read" not in message
-                    else "the elements after it were not read")
+                    else "the elements after it were not read" if "element" in where
+                    else "the rows after it were not read")
             return reject(reason, f"row is {message}. Fix or delete it; {rest}.")
         id_field, text_field = ID_FIELD[src], TEXT_FIELD[src]
         raw_id = _text(rec.get(id_field))
@@ -391,6 +450,9 @@ class CaptionSource:
             if bad:
                 return reject(*bad)
         raw_text = rec.get(text_field)
+        if raw_text is not None and not isinstance(raw_text, str):
+            return reject("caption:not_text", f"field {text_field!r} is {_describe(raw_text)}; expected a "
+                          "string. Write the caption as text or drop the row.")
         if not isinstance(raw_text, str) or not raw_text.strip():
             return reject("caption:empty", f"field {text_field!r} is {_describe(raw_text)}; expected a "
                           "non-empty string. Fill in the caption or drop the row.")
@@ -475,15 +537,7 @@ def _open_hub(source: str, input: str, hub_id: str, options: CaptionOptions) -> 
     split = at or options.split
     hint = (f"{input!r} is not an existing local path, so it was loaded with `datasets` as a hub "
             "dataset id (e.g. allenai/pixmo-cap; needs the network or the HF cache).")
-    try:
-        dd = load_streaming(hub_id)
-    except FileNotFoundError as e:
-        raise FileNotFoundError(f"{hint} It failed: {e}") from e
-    except (CaptionSchemaError, ScriptDatasetError):
-        raise
-    except Exception as e:  # connection errors etc.: keep the type, say what was tried
-        e.add_note(hint)
-        raise
+    dd = load_streaming(hub_id, hint=hint)
     if split not in dd:
         raise ValueError(f"hub dataset {hub_id!r} has no split {split!r}; splits: {sorted(dd)}. "
                          f"Fix: pass {hub_id}@SPLIT (or --split SPLIT).")
@@ -503,14 +557,40 @@ def first_records(source: Any, limit: int | None) -> Iterator[tuple[int, Any]]:
     """(shard index, record) of a source's first `limit` records (None: all), in shard order.
 
     Works on any source with `shards` and `iter_shard` (captions, benchmarks); a rejection counts as a
-    record, since it stands for an input row."""
+    record, since it stands for an input row. A record whose id (a caption's id, a benchmark row's key) was
+    already read becomes a `row:duplicate_id` rejection naming the first one: two rows with one id would give
+    two dialogues with one id, of which a shard keeps only the last. A shard none of whose rows is read
+    (an empty file) is still named, as (index, None), so it gets its (empty) output shard."""
     seen = 0
+    first: dict[int, int] = {}  # 64-bit hash of the id -> shard << 40 | row of its first row (~100 B an id)
     for shard in source.shards:
+        named = False
         for rec in source.iter_shard(shard.index):
             if limit is not None and seen >= limit:
                 return
             seen += 1
-            yield shard.index, rec
+            named = True
+            yield shard.index, _first_of_id(source, shard, rec, first)
+        if not named and (limit is None or seen < limit):
+            yield shard.index, None
+
+
+def _first_of_id(source: Any, shard: InputShard, rec: Any, first: dict[int, int]) -> Any:
+    if isinstance(rec, CaptionRejection):
+        return rec
+    key = getattr(rec, "caption_id", None) or rec.id  # a benchmark Dialogue's key, or a Caption's id
+    h = int.from_bytes(hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "big")
+    row = rec.row if isinstance(rec, Caption) else rec.input_row
+    if h not in first:
+        first[h] = shard.index << 40 | row
+        return rec
+    k, r = first[h] >> 40, first[h] & ((1 << 40) - 1)
+    base = re.split(r"[\\/]", shard.name)[-1]
+    return CaptionRejection(
+        stable_hash(rec.source, base, row), rec.source, row, "row:duplicate_id",
+        f"{shard.name} row {row + 1}: id {key[:80]!r} was already read at {source.shards[k].name} row {r + 1}; "
+        "a second row with the same id would make a dialogue with the same id. The first one is used. Fix: "
+        "remove the duplicate row, or give it its own id.")
 
 
 def _image_roots(source: str, files: list[Path], options: CaptionOptions) -> list[Path | None]:
@@ -541,12 +621,13 @@ def open_source(source: str, input: str, options: CaptionOptions = CaptionOption
         hub_id = input[5:].removeprefix("datasets/").strip("/")
         return _open_hub(source, input, hub_id, options)
     p = Path(input).expanduser()
-    if p.is_file():
+    kind = kind_of(p)  # a broken link, a link loop, a folder not allowed in: say so, not "no such file"
+    if kind == "file":
         if p.suffix.lower() not in SUFFIXES:
             raise ValueError(f"{input}: unsupported caption file type {p.suffix!r}; "
                              f"use one of {', '.join(SUFFIXES)}")
         files = [p]
-    elif p.is_dir():
+    elif kind == "dir":
         files = _scan(p)
         if not files:
             raise FileNotFoundError(f"{input}: directory has no caption files "

@@ -72,11 +72,14 @@ class DialogueStage:
             topic=topic,
         )
 
-    def entries(self) -> Iterator[tuple[int, WorkItem | dict]]:
+    def entries(self) -> Iterator[tuple[int, WorkItem | dict | None]]:
         if self.source is None:
             yield from self._generic_entries()
             return
         for shard, rec in first_records(self.source, self.limit):
+            if rec is None:  # a shard with no rows (an empty file): its output shard is written empty
+                yield shard, None
+                continue
             for replica in range(self.replicas):
                 if isinstance(rec, CaptionRejection):
                     yield shard, self._rejection_row(shard, rec, replica)

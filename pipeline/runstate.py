@@ -47,9 +47,13 @@ def diff_keys(a: dict, b: dict) -> list[str]:
 
 
 def write_json_atomic(path: Path, obj: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    from pipeline.disk_space import writing
+
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
+    text = json.dumps(obj, indent=2, sort_keys=True, default=str)
+    with writing(tmp, len(text.encode())):  # a full volume: DiskFull, the partial tmp removed
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(text)
     os.replace(tmp, path)
 
 

@@ -4,7 +4,8 @@ Layout of a stage's output directory:
     DIR/<stage>-00003.parquet                 a completed shard (input shard 3 -> output shard 3)
     DIR/.parts/<stage>-00003/part-000012.parquet   completed records of a shard still in progress
 Every file is written as `*.tmp` then `os.replace`d, so a reader (and a resumed run) only ever
-sees whole files; `*.tmp` leftovers of a killed run are ignored and cleaned.
+sees whole files; `*.tmp` leftovers of a killed run are ignored and cleaned. A full volume raises
+`DiskFull` (pipeline/disk_space.py) with the partial `*.tmp` removed.
 """
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from typing import Iterable
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.disk_space import writing
+
 ROW_GROUP_ROWS = 256
 
 
@@ -26,11 +29,12 @@ def shard_name(stage: str, index: int) -> str:
 
 
 def write_table_atomic(path: Path, table: pa.Table, row_group_rows: int = ROW_GROUP_ROWS) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(table, tmp, row_group_size=row_group_rows, compression="zstd")
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
+    with writing(tmp, table.nbytes):  # uncompressed size: an upper bound of what the file needs
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, tmp, row_group_size=row_group_rows, compression="zstd")
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
     os.replace(tmp, path)
 
 
@@ -113,15 +117,16 @@ class ShardStore:
             keep[k].append(n)
         path = self.final_path(index)
         tmp = path.with_name(path.name + ".tmp")
-        with pq.ParquetWriter(tmp, self.schema, compression="zstd") as w:
-            for k, p in enumerate(parts):
-                t = pq.read_table(p).cast(self.schema)
-                if len(keep[k]) != t.num_rows:
-                    t = t.take(pa.array(sorted(keep[k]), type=pa.int64()))  # typed: [] when all superseded
-                if t.num_rows:
-                    w.write_table(t, row_group_size=self.row_group_rows)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
+        with writing(tmp, sum(p.stat().st_size for p in parts)):  # the shard is about its parts' size
+            with pq.ParquetWriter(tmp, self.schema, compression="zstd") as w:
+                for k, p in enumerate(parts):
+                    t = pq.read_table(p).cast(self.schema)
+                    if len(keep[k]) != t.num_rows:
+                        t = t.take(pa.array(sorted(keep[k]), type=pa.int64()))  # typed: [] when all superseded
+                    if t.num_rows:
+                        w.write_table(t, row_group_size=self.row_group_rows)
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
         self.drop_parts(index)
         return path

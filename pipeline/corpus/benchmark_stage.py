@@ -27,9 +27,9 @@ class BenchmarkStage:
     def config(self) -> dict:
         return {"stage": self.name, "benchmark": self.source.describe(), "limit": self.limit}
 
-    def entries(self) -> Iterator[tuple[int, dict]]:
+    def entries(self) -> Iterator[tuple[int, dict | None]]:
         for shard, rec in first_records(self.source, self.limit):
-            yield shard, self._row(shard, rec)
+            yield shard, None if rec is None else self._row(shard, rec)  # None: an empty file, an empty shard
 
     def _row(self, shard: int, rec: Dialogue | CaptionRejection) -> dict:
         if isinstance(rec, CaptionRejection):

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from pipeline.corpus.layout import CARD, FINAL_STAGE, load_provenance, stages_for
+from pipeline.disk_space import writing
 from pipeline.types import TOKEN_SCHEMA
 
 PAPER = ("Amélie Royer, Moritz Böhle, Gabriel de Marmiesse, Laurent Mazaré, Neil Zeghidour, Alexandre Défossez, "
@@ -216,6 +217,8 @@ def write_card(root: Path) -> Path:
     root = Path(root)
     path = root / CARD
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(render_card(load_provenance(root)), encoding="utf-8")
+    text = render_card(load_provenance(root))
+    with writing(tmp, len(text.encode())):
+        tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)
     return path

@@ -3,8 +3,11 @@
 Phase by phase across splits (all dialogues, then speech, then tokens), so the LLM engine starts
 once (one pool kept across splits) and is gone before the speech workers start. Each step is the
 resumable stage runner of the single-stage commands: killed anywhere, the same command continues.
-A step that fails (bad input, missing file) is recorded and the other splits go on; the splits
-downstream of it are reported as blocked. manifest.json is rewritten after every step.
+Before any work every split's input is opened (local files: existence, type, columns; hub ids: resolved),
+so a wrong path, a broken file or a hub id that does not exist (or is a loading script) stops the run at
+once, naming every such split. A step that fails later (a file that turns out corrupt past its header)
+is recorded and the other splits go on; the splits downstream of it are reported as blocked.
+manifest.json is rewritten after every step.
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ from typing import Any
 from pipeline.corpus import provenance
 from pipeline.corpus.layout import LOCK, MANIFEST_JSON, stage_dir
 from pipeline.corpus.plan import Unit, config_hash, corpus_config, units
+from pipeline.disk_space import DiskFull
 from pipeline.manifest_load import load_manifest
 from pipeline.runstate import ConfigMismatch, _flatten, diff_keys, write_json_atomic
 
@@ -33,6 +37,10 @@ class CorpusMismatch(RuntimeError):
 
 class CorpusBusy(RuntimeError):
     """Another `ssvd run` is writing the directory."""
+
+
+class CorpusInputError(ValueError):
+    """Inputs of one or more splits cannot be read; found before any work."""
 
 
 @dataclass
@@ -138,6 +146,7 @@ def run_corpus(manifest_path: Path | str, out: Path, args: RunArgs) -> CorpusRes
     h = config_hash(config)
     out = Path(out)
     check_config(out, config, h)
+    preflight(todo)
     steps = Steps(m, out, args)
     if any("speech" in u.stages for u in todo):
         steps.check()  # kyutai model, cfg_coef, voices: before any dialogue is made or read
@@ -147,6 +156,7 @@ def run_corpus(manifest_path: Path | str, out: Path, args: RunArgs) -> CorpusRes
         provenance.write(out, m, config, h, every)
         bar = _bar(sum(len(u.stages) for u in todo), args.progress)
         failed: set[str] = set()
+        stopped = True
         try:
             for phase in PHASES:
                 for u in todo:
@@ -157,12 +167,39 @@ def run_corpus(manifest_path: Path | str, out: Path, args: RunArgs) -> CorpusRes
                     provenance.write(out, m, config, h, every)
                     bar.update(1)
                 steps.close_pools()
+            stopped = False
         finally:
             steps.close_pools()
             bar.close()
-            provenance.write(out, m, config, h, every)
+            try:  # manifest.json says what is there, also after a stop (the partial file's space is given back)
+                provenance.write(out, m, config, h, every)
+            except DiskFull as e:
+                if not stopped:
+                    raise
+                log.error("manifest.json could not be rewritten either: %s", e)
         _card(out)
     return result
+
+
+def preflight(todo: list[Unit]) -> None:
+    """Open the input of every split to run (local: files, types, columns; hub: resolve the id), all before
+    any work; raise CorpusInputError naming every split that cannot be read, with each one's own error."""
+    from pipeline.benchmarks import open_benchmark
+    from pipeline.captions import open_source
+
+    bad = []
+    for u in todo:
+        if u.role != "split" or "dialogues" not in u.stages:
+            continue
+        try:
+            if u.is_benchmark:
+                open_benchmark(u.spec.benchmark, u.spec.input)
+            else:
+                open_source(u.spec.source, u.spec.input, u.spec.caption_options())
+        except (ValueError, FileNotFoundError) as e:  # every input error of captions/benchmarks/hub_load
+            bad.append(f"  {u.name}: {e}")
+    if bad:
+        raise CorpusInputError(f"{len(bad)} split(s) cannot read their input; nothing was run:\n" + "\n".join(bad))
 
 
 def _step(steps, u: Unit, phase: str, failed: set[str], out: Path) -> dict[str, Any]:
@@ -171,6 +208,8 @@ def _step(steps, u: Unit, phase: str, failed: set[str], out: Path) -> dict[str, 
                 "error": f"an earlier stage of {u.name} failed"}
     try:
         summary = steps.run(u, phase)
+    except DiskFull:
+        raise  # the volume, not this split: every other step would fail the same way; stop with one error
     except (ValueError, FileNotFoundError, RuntimeError, ConfigMismatch) as e:
         failed.add(u.name)
         log.error("%s/%s failed: %s", u.name, phase, e)

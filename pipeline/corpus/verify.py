@@ -2,7 +2,9 @@
 
 Per shard: the file exists; its size and sha256 equal the recorded ones; it opens as Parquet with
 the recorded number of rows; its schema is its stage's schema (pipeline/types.py); every row group
-decodes. Shard files in the stage folders that manifest.json does not list are reported too.
+decodes. Shard files in the stage folders that manifest.json does not list are reported too. A partial corpus (a run
+stopped, e.g. by a full volume) verifies when what it lists is intact; `completeness` says which splits are
+not complete.
 """
 from __future__ import annotations
 
@@ -49,6 +51,12 @@ def check_shard(root: Path, stage: str, shard: dict) -> list[str]:
     except (OSError, pa.ArrowException) as e:
         bad.append(f"{rel}: unreadable as Parquet: {e}")
     return bad
+
+
+def completeness(root: Path) -> tuple[str, list[str]]:
+    """(the corpus state manifest.json records, the splits not complete): what verify says besides the shards."""
+    prov = load_provenance(Path(root))
+    return prov.get("state", "?"), [s["name"] for s in prov["splits"] if s.get("state") != "complete"]
 
 
 def verify_corpus(root: Path, progress: bool = True) -> tuple[list[str], int]:

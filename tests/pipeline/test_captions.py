@@ -338,7 +338,7 @@ def test_malformed_rows_become_rejections_and_good_rows_still_load(tmp_path):
     _, (rows,) = load("pixmo", path)
     assert [(r.row, getattr(r, "reason", "ok")) for r in rows] == [
         (0, "ok"), (1, "row:malformed_json"), (2, "caption:empty"), (3, "caption:empty"),
-        (4, "caption:empty"), (5, "row:missing_id"), (6, "row:malformed_json"),
+        (4, "caption:not_text"), (5, "row:missing_id"), (6, "row:malformed_json"),
         (7, "caption:too_short"), (8, "ok"), (9, "row:malformed_json"),
     ]
     lines_of = {1: 2, 2: 3, 3: 5, 4: 6, 5: 7, 6: 8, 7: 9, 9: 11}

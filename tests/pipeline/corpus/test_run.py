@@ -2,6 +2,7 @@
 import json
 
 import pyarrow.parquet as pq
+import pytest
 import yaml
 
 from pipeline.shards import sha256_file
@@ -146,21 +147,56 @@ def test_a_bad_manifest_is_refused_before_anything_runs(tmp_path):
 
 
 def test_a_failing_split_is_reported_and_the_others_go_on(tmp_path):
+    """A split whose input turns out corrupt while it is read (past what the start-of-run check reads) fails
+    alone; the others go on. (A split whose input cannot be opened at all stops the run before any work:
+    tests/integration/test_cli_hostile_inputs.py.)"""
+    from tests.pipeline.test_hostile_inputs import corrupt_past_footer
+
+    bad = tmp_path / "ocrvqa.parquet"
+    corrupt_past_footer(bad, [{"image_id": str(i), "image": f"ocr/{i}.jpg", "questions": [f"Who wrote book {i}?"],
+                                "answers": ["Ann Lee"]} for i in range(40)])
     data = yaml.safe_load(TINY.read_text())
     data.pop("generic")
     data["splits"] = [s for s in data["splits"] if s["name"] == "tallyqa"] + [
-        {"name": "ocrvqa", "kind": "text", "weight": 5, "benchmark": "ocrvqa", "input": str(tmp_path / "nowhere")}]
+        {"name": "ocrvqa", "kind": "text", "weight": 5, "benchmark": "ocrvqa", "input": str(bad)}]
     m = tmp_path / "m.yaml"
     m.write_text(yaml.safe_dump(data))
     out = tmp_path / "out"
     p = ssvd("run", m, "--out", out, "--no-progress", check=False)
     assert p.returncode == 1
     err = p.stderr
-    assert "ocrvqa" in err and "nowhere" in err and "blocked" in err  # its tokens stage could not run
+    assert "ocrvqa" in err and str(bad) in err and "not a readable Parquet file" in err and "blocked" in err
+    assert "Traceback" not in err
     prov = _prov(out)
     by = {s["name"]: s for s in prov["splits"]}
     assert by["tallyqa"]["state"] == "complete" and by["tallyqa"]["rows"] >= 1
-    assert by["ocrvqa"]["state"] == "pending" and prov["state"] == "partial"
+    assert by["ocrvqa"]["state"] == "partial" and prov["state"] == "partial"  # its first rows were kept
+
+
+def test_an_unknown_script_repository_is_refused_before_any_work(tmp_path, monkeypatch):
+    """A hub repository ssvd does not know to be a loading script is found out when `datasets` resolves it:
+    `ssvd run` does that for every split at the start, so the split before it never runs."""
+    from pipeline import hub_load, manifest_load
+    from pipeline.corpus.run import CorpusInputError, RunArgs, run_corpus
+
+    repo = tmp_path / "someset"
+    repo.mkdir()
+    (repo / "someset.py").write_text("raise SystemExit('never run')\n")
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "cache"))
+    for mod in (hub_load, manifest_load):  # as if the repo were on the hub, unknown to ssvd's list
+        monkeypatch.setattr(mod, "script_repo_problem", lambda _: None)
+    data = yaml.safe_load(TINY.read_text())
+    data.pop("generic")
+    data["splits"] = [s for s in data["splits"] if s["name"] == "tallyqa"] + [
+        {"name": "someset", "kind": "text", "weight": 1, "source": "pixmo", "instruction": "LOC",
+         "input": f"hub:{repo}"}]
+    m = tmp_path / "m.yaml"
+    m.write_text(yaml.safe_dump(data))
+    out = tmp_path / "out"
+    with pytest.raises(CorpusInputError) as e:
+        run_corpus(m, out, RunArgs(progress=False))
+    assert "someset: " in str(e.value) and "loading-script repository" in str(e.value) and "Fix" in str(e.value)
+    assert not out.exists()
 
 
 def test_rerun_of_a_finished_corpus_starts_no_workers(corpus_copy):

@@ -15,7 +15,7 @@ def _shards(d):
 def test_a_fresh_corpus_verifies(corpus_dir):
     p = ssvd("verify", corpus_dir)
     out = json.loads(p.stdout.strip().splitlines()[-1])
-    assert out == {"shards_checked": len(_shards(corpus_dir)), "bad": 0, "ok": True}
+    assert out == {"shards_checked": len(_shards(corpus_dir)), "bad": 0, "ok": True, "state": "complete"}
 
 
 def test_one_flipped_byte_fails_naming_the_shard(corpus_copy):
