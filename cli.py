@@ -334,6 +334,12 @@ def tokens(
     _finish(summary, out)
 
 
+# --- images (pipeline/images/cli.py holds the command) ---
+from pipeline.images.cli import images as _images_command  # noqa: E402
+
+app.command("images")(_images_command)
+
+
 @app.command()
 def export(
     input: Annotated[Path, typer.Option("--in", help="A speech or tokens output directory.")],
