@@ -130,6 +130,9 @@ def images(input_dir: Path, out: Path, opts: ImageOptions, *, workers: int = 1, 
                     "reused_from_other_splits": int(stage.input_stats.get("reused_from_other_splits", 0)),
                     "unfinished_input_shards": inp.unfinished, "input_shards": [i for i, _ in inp.shards]}
     rec["images"] = reason_counts(Path(out))
+    from pipeline.images.worker import versions
+
+    rec["software"] = versions()
     write_json_atomic(state.path, rec)
     return summary
 
