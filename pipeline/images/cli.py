@@ -12,7 +12,7 @@ AllowAddress = Annotated[Optional[list[str]], typer.Option(
     "link-local); repeat for several. Only for a server you trust, e.g. 127.0.0.1 for a local mirror or the "
     "tests' server. Default: none; cloud metadata addresses are refused unless listed here.")]
 Mirror = Annotated[Optional[list[str]], typer.Option(
-    "--mirror", help="ORIGINAL_PREFIX=MIRROR_PREFIX: fetch URLs that start with ORIGINAL_PREFIX from the mirror "
+    "--mirror", "--image-mirror", help="ORIGINAL_PREFIX=MIRROR_PREFIX: fetch URLs that start with ORIGINAL_PREFIX from the mirror "
     "instead (the image id stays that of the original URL); repeatable. The mirror's address obeys "
     "--allow-address like any other.")]
 

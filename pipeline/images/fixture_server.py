@@ -14,8 +14,11 @@ Serves on 127.0.0.1 only. Paths:
     /bad/optout.jpg            an image with X-Robots-Tag: noai
     /bad/huge.png              a 20000 x 20000 PNG (small file, 400 M pixels: a decompression bomb)
 
+With `root` (e.g. tests/fixtures/web, the fixture captions' URLs as files laid out <host>/<path>), a
+file there is served as it is (PixelProse's fixture sha256 values are those files' hashes).
 `requests` counts the GETs per path (the tests check that a resumed run fetches nothing twice).
-Run it alone: `python -m pipeline.images.fixture_server --port 8765` (prints its base URL).
+Run it alone: `python -m pipeline.images.fixture_server --root tests/fixtures/web --url-file F`
+(prints its base URL; `make demo` does this).
 """
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ import io
 import threading
 import time
 from collections import Counter
+from pathlib import Path
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 SLOW_S = 3.0
@@ -86,6 +90,11 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self):  # noqa: N802
         p = self.path.split("?", 1)[0]
         self.server.requests[p] += 1
+        root = self.server.root
+        if root is not None and not p.startswith("/bad/"):
+            f = (root / p.lstrip("/")).resolve()
+            if f.is_file() and f.is_relative_to(root):
+                return self._send(200, f.read_bytes(), "image/png" if f.suffix == ".png" else "image/jpeg")
         if p == "/bad/404.jpg":
             return self._send(404, b"not found", "text/plain")
         if p == "/bad/500.jpg":
@@ -122,8 +131,9 @@ class _Handler(BaseHTTPRequestHandler):
 class FixtureServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, port: int = 0, slow_s: float = SLOW_S):
+    def __init__(self, port: int = 0, slow_s: float = SLOW_S, root: str | Path | None = None):
         super().__init__(("127.0.0.1", port), _Handler)
+        self.root = Path(root).resolve() if root is not None else None
         self.requests: Counter = Counter()
         self.slow_s = slow_s
         self._thread: threading.Thread | None = None
@@ -149,10 +159,16 @@ def main() -> None:
     import argparse
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--port", type=int, default=8765)
+    ap.add_argument("--port", type=int, default=0, help="0: a free port")
+    ap.add_argument("--root", default=None, help="serve the files of this folder first (e.g. tests/fixtures/web)")
+    ap.add_argument("--url-file", default=None, help="write the base URL to this file once listening")
     a = ap.parse_args()
-    srv = FixtureServer(a.port)
+    srv = FixtureServer(a.port, root=a.root)
     print(srv.base, flush=True)
+    if a.url_file:
+        tmp = Path(a.url_file + ".tmp")
+        tmp.write_text(srv.base)
+        tmp.replace(a.url_file)
     try:
         srv.serve_forever()
     except KeyboardInterrupt:

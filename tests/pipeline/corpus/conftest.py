@@ -1,7 +1,9 @@
 """A small real corpus, built once per test session with `ssvd run` on tests/fixtures/manifests/tiny.yaml
 (builtin:smollm2 dialogues, piper + eSpeak speech, random-weight Mimi): a speech caption split, a text
 caption split, a benchmark split and the generic set. Built in two runs (first `--only tallyqa`, then
-everything), so the fixture itself exercises resuming a corpus across splits."""
+everything), so the fixture itself exercises resuming a corpus across splits. The images step fetches
+the PixelProse URLs from tests/fixtures/web served on 127.0.0.1 (--image-mirror, --allow-address) and
+reads DOCCI's release files."""
 from __future__ import annotations
 
 import shutil
@@ -24,11 +26,31 @@ def ssvd(*args: str, check: bool = True, timeout: int = 900) -> subprocess.Compl
     return p
 
 
+WEB = ROOT / "tests" / "fixtures" / "web"
+
+
+def image_args(base: str) -> list[str]:
+    """`ssvd run` options that fetch the fixture captions' images from the tests' server on 127.0.0.1."""
+    return ["--allow-address", "127.0.0.1",
+            "--image-mirror", f"https://images.example.org/={base}/images.example.org/",
+            "--image-mirror", f"https://cdn.example.net/={base}/cdn.example.net/"]
+
+
 @pytest.fixture(scope="session")
-def corpus_build(tmp_path_factory):
+def web_server():
+    """tests/fixtures/web (the images the fixture captions' URLs name) served on 127.0.0.1."""
+    from pipeline.images.fixture_server import FixtureServer
+
+    srv = FixtureServer(root=WEB).start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="session")
+def corpus_build(tmp_path_factory, web_server):
     out = tmp_path_factory.mktemp("corpus") / "tiny"
     first = ssvd("run", TINY, "--out", out, "--only", "tallyqa", "--no-progress")
-    second = ssvd("run", TINY, "--out", out, "--no-progress")
+    second = ssvd("run", TINY, "--out", out, "--no-progress", *image_args(web_server.base))
     return out, first, second
 
 

@@ -5,7 +5,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from pipeline.shards import sha256_file
-from tests.pipeline.corpus.conftest import TINY, ssvd
+from tests.pipeline.corpus.conftest import TINY, WEB, ssvd
 
 
 def _prov(d):
@@ -16,7 +16,8 @@ def test_every_split_went_through_its_stages(corpus_dir):
     prov = _prov(corpus_dir)
     assert prov["state"] == "complete" and prov["format"] == "ssvd-corpus/1"
     stages = {s["name"]: [st["stage"] for st in s["stages"]] for s in prov["splits"]}
-    assert stages == {"docci-prop": ["dialogues", "speech", "tokens"], "pixelprose-ts1": ["dialogues", "tokens"],
+    assert stages == {"docci-prop": ["dialogues", "images", "speech", "tokens"],
+                      "pixelprose-ts1": ["dialogues", "images", "tokens"],
                       "tallyqa": ["dialogues", "tokens"], "generic": ["dialogues", "speech", "tokens"]}
     for s in prov["splits"]:
         assert s["state"] == "complete", s["name"]
@@ -172,3 +173,34 @@ def test_rerun_of_a_finished_corpus_starts_no_workers(corpus_copy):
     assert {p: p.stat().st_mtime_ns for p in corpus_copy.rglob("*.parquet")} == before
     status = ssvd("status", corpus_copy)
     assert "pending" not in status.stdout and "interrupted" not in status.stdout
+
+
+def test_images_step_stored_every_image_with_real_pixels(corpus_dir, web_server):
+    """docci-prop: the DOCCI release's local files; pixelprose-ts1: URLs fetched from the tests' server
+    through --image-mirror (127.0.0.1 allowed explicitly), each checked against the row's sha256."""
+    import hashlib
+
+    prov = _prov(corpus_dir)
+    by = {s["name"]: {st["stage"]: st for st in s["stages"]} for s in prov["splits"]}
+    for name, fetched in (("docci-prop", "file"), ("pixelprose-ts1", "http://127.0.0.1")):
+        im = by[name]["images"]["stats"]["images"]
+        assert im["total"] >= 1 and im["status"] == {"ok": im["total"]} and im["by_reason"] == {}, (name, im)
+        for r in pq.read_table(corpus_dir / by[name]["images"]["shards"][0]["path"]).to_pylist():
+            assert r["image"][:3] == b"\xff\xd8\xff" and r["fetched_from"].startswith(fetched)
+            if name == "pixelprose-ts1":  # verified: the served bytes are the ones the row names
+                assert r["sha256"] and r["content_sha256"] == r["sha256"]
+                assert r["sha256"] == hashlib.sha256((WEB / r["url"].split("://")[1]).read_bytes()).hexdigest()
+    assert prov["models"]["images"]["options"]["image_size"] == 448
+    assert prov["models"]["images"]["software"]["img2dataset"]
+    assert "## Images" in (corpus_dir / "README.md").read_text()
+
+
+def test_images_without_the_allow_list_are_refused_and_counted(corpus_copy):
+    """Rerun of the images step without --allow-address: the server is loopback, so every URL is refused."""
+    out = corpus_copy / "pixelprose-ts1" / "images"
+    p = ssvd("images", "--in", corpus_copy / "pixelprose-ts1" / "dialogues", "--out", out, "--overwrite",
+             "--workers", "0", "--no-progress", "--image-mirror", "https://cdn.example.net/=http://127.0.0.1:9/")
+    got = json.loads(p.stdout.splitlines()[-1])["images"]
+    assert got["status"] == {"rejected": got["total"]} and got["by_reason"] == {"image:refused_address": got["total"]}
+    status = ssvd("status", corpus_copy).stdout
+    assert "pixelprose-ts1 images not had, by reason: refused_address" in status
