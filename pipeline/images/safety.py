@@ -83,7 +83,7 @@ def address_problem(ip: str, policy: FetchPolicy) -> str | None:
         return None
     if a in METADATA:
         return f"{a} is a cloud metadata address"
-    for what in ("loopback", "private", "link_local", "multicast", "reserved", "unspecified"):
+    for what in ("loopback", "link_local", "unspecified", "multicast", "reserved", "private"):
         if getattr(a, f"is_{what}"):
             return f"{a} is a {what.replace('_', '-')} address"
     if not a.is_global:

@@ -16,12 +16,11 @@ def image_server():
 def write_dialogues(out_dir, shards: list[list[dict | None]]):
     """Dialogue shards (the real format): shard k holds one ok dialogue per image reference dict
     ({url, path, sha256}); None gives a dialogue without image; each shard ends with a rejected dialogue."""
-    from pipeline.runstate import RunState
-    from pipeline.shards import ShardStore
-    from pipeline.types import DIALOGUE_SCHEMA, Dialogue, ImageRef, Turn, dialogue_to_row
+    from pipeline.types import Dialogue, ImageRef, Turn, dialogue_to_row
+    from tests.conftest import write_dialogue_shards
 
-    store = ShardStore(out_dir, "dialogues", DIALOGUE_SCHEMA)
     n = 0
+    all_rows = []
     for k, refs in enumerate(shards):
         rows = []
         for ref in refs:
@@ -33,9 +32,5 @@ def write_dialogues(out_dir, shards: list[list[dict | None]]):
         rows.append(dialogue_to_row(Dialogue(id=f"rej{k}", caption_id="x", source="pixmo", instruction="COMB", seed=0,
                                              status="rejected", reason="caption:empty", input_shard=k,
                                              image=ImageRef(url="http://127.0.0.1:9/never.jpg"))))
-        store.write_part(k, rows)
-        store.finalize(k)
-    st = RunState(out_dir, "dialogues")
-    st.begin({"stage": "dialogues", "fixture": True})
-    st.finish({})
-    return out_dir
+        all_rows.append(rows)
+    return write_dialogue_shards(out_dir, all_rows)
