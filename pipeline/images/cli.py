@@ -43,7 +43,7 @@ def images(
     timeout_s: Annotated[float, typer.Option("--timeout-s", min=0.1, help="Per image: connection, each read and the whole transfer.")] = 10.0,
     retries: Annotated[int, typer.Option("--retries", min=0, help="Retries of a transient failure (timeout, 5xx, unreachable).")] = 1,
     threads: Annotated[int, typer.Option("--threads", min=1, help="img2dataset download threads per worker.")] = 32,
-    workers: Annotated[int, typer.Option("--workers", min=0, help="Ray workers (spread over the cluster's nodes); 0 runs in-process without Ray.")] = 1,
+    workers: Annotated[int, typer.Option("--workers", min=0, help="0 (default): in-process, img2dataset's download threads (--threads); N: N Ray actors (one CPU each, spread over the cluster's nodes), each with its threads.")] = 0,
     ray_address: Annotated[Optional[str], typer.Option("--ray-address", envvar="RAY_ADDRESS", help="Join an existing Ray cluster (default: start a local one).")] = None,
     limit: Annotated[Optional[int], typer.Option("--limit", min=0, help="Use only the first N accepted dialogue rows.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Discard what --out holds and start over.")] = False,
