@@ -3,7 +3,7 @@ with Ray and vLLM) and a hand-made one (token shards written directly: no pipeli
 import pytest
 
 from tests.augment import speech_row, text_row, write_corpus
-from tests.pipeline.corpus.conftest import corpus_build, corpus_dir  # noqa: F401
+from tests.pipeline.corpus.conftest import corpus_build, corpus_copy, corpus_dir, web_server  # noqa: F401
 
 
 @pytest.fixture(scope="session")
