@@ -218,7 +218,7 @@ def _image(bases: list[Path], img: dict | None, store=None) -> dict | None:
     url, path = img.get("url") or "", img.get("path") or ""
     if not url and not path:
         return None
-    view = {"src": None, "url": url, "path": path,
+    view = {"src": None, "url": url, "path": path, "unavailable": None,
             "link": url if url.lower().startswith(("http://", "https://")) else None}
     if store:  # the split's images stage (pipeline.images.store.ImageStore)
         data = store.get(img)

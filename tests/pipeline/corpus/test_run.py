@@ -175,7 +175,7 @@ def test_rerun_of_a_finished_corpus_starts_no_workers(corpus_copy):
     assert "pending" not in status.stdout and "interrupted" not in status.stdout
 
 
-def test_images_step_stored_every_image_with_real_pixels(corpus_dir, web_server):
+def test_images_step_stored_every_image_with_real_pixels(corpus_dir, web_server, tmp_path):
     """docci-prop: the DOCCI release's local files; pixelprose-ts1: URLs fetched from the tests' server
     through --image-mirror (127.0.0.1 allowed explicitly), each checked against the row's sha256."""
     import hashlib
@@ -193,6 +193,10 @@ def test_images_step_stored_every_image_with_real_pixels(corpus_dir, web_server)
     assert prov["models"]["images"]["options"]["image_size"] == 448
     assert prov["models"]["images"]["software"]["img2dataset"]
     assert "## Images" in (corpus_dir / "README.md").read_text()
+    from pipeline.corpus.preview import write_preview  # the preview shows the stored image of a URL
+
+    write_preview(corpus_dir, tmp_path / "p.html", splits=["pixelprose-ts1"])
+    assert '<img src="data:image/jpeg;base64,' in (tmp_path / "p.html").read_text()
 
 
 def test_images_without_the_allow_list_are_refused_and_counted(corpus_copy):
