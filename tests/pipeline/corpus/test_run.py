@@ -201,10 +201,15 @@ def test_images_step_stored_every_image_with_real_pixels(corpus_dir, web_server,
 
 def test_images_without_the_allow_list_are_refused_and_counted(corpus_copy):
     """Rerun of the images step without --allow-address: the server is loopback, so every URL is refused."""
+    from pipeline.corpus.status import corpus_status, format_status
+    from pipeline.images.cli import options
+    from pipeline.images.stage import images
+    from pipeline.runner import RunOptions
+
     out = corpus_copy / "pixelprose-ts1" / "images"
-    p = ssvd("images", "--in", corpus_copy / "pixelprose-ts1" / "dialogues", "--out", out, "--overwrite",
-             "--workers", "0", "--no-progress", "--image-mirror", "https://cdn.example.net/=http://127.0.0.1:9/")
-    got = json.loads(p.stdout.splitlines()[-1])["images"]
+    images(corpus_copy / "pixelprose-ts1" / "dialogues", out, options(mirror=["https://cdn.example.net/=http://127.0.0.1:9/"]),
+           workers=0, run_opts=RunOptions(overwrite=True, progress=False))  # in-process: the CLI is tested elsewhere
+    got = json.loads((out / "_images.run.json").read_text())["images"]
     assert got["status"] == {"rejected": got["total"]} and got["by_reason"] == {"image:refused_address": got["total"]}
-    status = ssvd("status", corpus_copy).stdout
+    status = format_status(corpus_status(corpus_copy))
     assert "pixelprose-ts1 images not had, by reason: refused_address" in status

@@ -8,7 +8,7 @@ from pipeline.images.fixture_server import FixtureServer
 
 @pytest.fixture(scope="session")
 def image_server():
-    srv = FixtureServer(slow_s=3.0).start()
+    srv = FixtureServer(slow_s=5.0).start()  # past the tests' --timeout-s 2
     yield srv
     srv.stop()
 
