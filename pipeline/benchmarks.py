@@ -374,6 +374,14 @@ class BenchmarkSource:
         return (self._convert(index, base, row, where, rec, err)
                 for row, (where, rec, err) in enumerate(rows))
 
+    def raw_records(self, index: int) -> Iterator[dict]:
+        """Shard `index`'s records as read (unparsed; unreadable rows left out): the images stage takes the
+        embedded image bytes from them (pipeline/images/embedded.py)."""
+        rows = _iter_local(self._files[index], self.name) if self._files is not None else self._iter_hub(index)
+        for _, rec, _ in rows:
+            if isinstance(rec, dict):
+                yield rec
+
     def _iter_hub(self, index: int) -> Iterator[Row]:
         ds = self._dataset.shard(num_shards=len(self.shards), index=index)
         for row, rec in enumerate(ds, 1):

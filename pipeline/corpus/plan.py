@@ -23,8 +23,8 @@ class Unit:
 
     @property
     def stages(self) -> tuple[str, ...]:
-        """Its stages in order; caption splits (rows that reference images) also get `images` after
-        `dialogues` (a side stage: it reads the dialogues, nothing reads it but the trainer)."""
+        """Its stages in order; splits (rows that reference images) also get `images` after `dialogues`
+        (a side stage: it reads the dialogues, nothing reads it but the trainer)."""
         chain = stages_for(self.kind)
         if self.has_images:
             return chain[:1] + (IMAGES,) + chain[1:]
@@ -32,9 +32,9 @@ class Unit:
 
     @property
     def has_images(self) -> bool:
-        """Caption splits: their rows reference images by URL or path. Benchmark rows carry the sha256 of
-        an image embedded in the benchmark dataset; the generic set has no image."""
-        return self.role == "split" and not self.spec.is_benchmark  # type: ignore[union-attr]
+        """Every split's rows reference images: by URL or path (caption splits), or by the sha256 of the
+        bytes embedded in the benchmark dataset (benchmark splits). The generic set has no image."""
+        return self.role == "split"
 
     @property
     def is_benchmark(self) -> bool:

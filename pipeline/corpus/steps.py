@@ -97,8 +97,13 @@ class Steps:
         opts = self.args.images or ImageOptions()
         workers = self.args.workers if self.args.ray_address else 0
         reuse = tuple(sorted(p for p in self.out.glob("*/images") if p.is_dir() and p != out))
+        embedded = None
+        if u.is_benchmark:  # the bytes are in the benchmark dataset: read them back, shard by shard
+            from pipeline.benchmarks import open_benchmark
+
+            embedded = open_benchmark(u.spec.benchmark, u.spec.input)
         return images(src, out, opts, workers=workers, ray_address=self.args.ray_address, verbose=self.args.verbose,
-                      reuse=reuse, kept=self.kept["images"],
+                      reuse=reuse, kept=self.kept["images"], embedded=embedded,
                       run_opts=RunOptions(max_inflight=4, chunk_size=16, flush_rows=16, progress=self.args.progress))
 
     # --- speech and tokens ---

@@ -29,6 +29,7 @@ class ImageStage:
     opts: ImageOptions
     limit: int | None = None
     reuse: tuple[Path, ...] = ()
+    embedded: Any = None  # a benchmark source (pipeline.benchmarks.BenchmarkSource): its embedded image bytes
     name: str = "images"
     schema: Any = IMAGES_SCHEMA
     row_group_rows: int = 64  # rows hold a 448 px JPEG each: small row groups for the trainer's lookups
@@ -36,7 +37,8 @@ class ImageStage:
 
     def config(self) -> dict:
         return {"stage": self.name, "input": self.input.describe(), "limit": self.limit,
-                "options": self.opts.content()}
+                "options": self.opts.content(),
+                **({"embedded": self.embedded.describe()} if self.embedded is not None else {})}
 
     def total_hint(self) -> int | None:
         return None
@@ -57,8 +59,16 @@ class ImageStage:
     def entries(self) -> Iterator[tuple[int, ImageItem | dict | None]]:
         seen: set[str] = set()
         reuse = self._reusable() if self.reuse else {}
+        paths = dict(self.input.shards)
+        blobs: dict[str, bytes] = {}
         for index, item in self.input.ok_items(self.limit, self.input_stats, shard_markers=True):
             if item is None:
+                if self.embedded is not None:  # this shard's embedded images, read from its source shard
+                    from pipeline.images.embedded import shard_images
+
+                    want = {(r.get("image") or {}).get("sha256") for r in
+                            pq.read_table(paths[index], columns=["image", "status"]).to_pylist() if r["status"] == "ok"}
+                    blobs = shard_images(self.embedded, index, {w for w in want if w})
                 yield index, None
                 continue
             img = item.row.get("image") or {}
@@ -70,7 +80,8 @@ class ImageStage:
                 self.input_stats["refs_repeated"] += 1
                 continue
             seen.add(iid)
-            it = ImageItem(iid, index, item.input_row, img.get("url"), img.get("path"), img.get("sha256"))
+            it = ImageItem(iid, index, item.input_row, img.get("url"), img.get("path"), img.get("sha256"),
+                           blobs.get(img.get("sha256") or ""))
             if iid in reuse:
                 f, g, i = reuse[iid]
                 row = pq.ParquetFile(f).read_row_group(g).slice(i, 1).to_pylist()[0]
@@ -93,7 +104,7 @@ def _pool(opts: ImageOptions, workers: int, ray_address: str | None, verbose: bo
 
 def images(input_dir: Path, out: Path, opts: ImageOptions, *, workers: int = 1, ray_address: str | None = None,
            verbose: bool = False, run_opts=None, limit: int | None = None, reuse: tuple[Path, ...] = (),
-           kept=None):
+           kept=None, embedded=None):
     """`ssvd images` and the `images` step of `ssvd run`: returns the runner's Summary."""
     from pipeline.runner import RunOptions, run_stage
     from pipeline.runstate import RunState, write_json_atomic
@@ -102,7 +113,8 @@ def images(input_dir: Path, out: Path, opts: ImageOptions, *, workers: int = 1, 
     if errs:
         raise ValueError("invalid image options: " + "; ".join(errs))
     inp = open_stage_input(input_dir, ("dialogues",))
-    stage = ImageStage(inp, opts, limit, tuple(Path(r) for r in reuse if Path(r).resolve() != Path(out).resolve()))
+    stage = ImageStage(inp, opts, limit, tuple(Path(r) for r in reuse if Path(r).resolve() != Path(out).resolve()),
+                       embedded)
     run_opts = run_opts or RunOptions(max_inflight=4, chunk_size=16, flush_rows=16)
     pool_box: list = []
 

@@ -38,6 +38,7 @@ class ImageItem:
     url: str | None
     path: str | None
     sha256: str | None
+    data: bytes | None = None  # embedded in the source dataset (benchmarks): stored as it is, never fetched
 
 
 def user_agent(token: str) -> str:
@@ -112,7 +113,11 @@ class ImageWorker:
             return None, f"ssvd|image:not_found|no file {item.path!r}"
         if p.stat().st_size > self.opts.max_bytes:
             return None, f"ssvd|image:too_large|{p.stat().st_size} bytes > max_bytes {self.opts.max_bytes}"
-        data = p.read_bytes()
+        return self._check_local(p.read_bytes())
+
+    def _check_local(self, data: bytes) -> tuple[bytes | None, str]:
+        if len(data) > self.opts.max_bytes:
+            return None, f"ssvd|image:too_large|{len(data)} bytes > max_bytes {self.opts.max_bytes}"
         try:
             check_image(data, self.opts.max_pixels)
         except Refused as e:
@@ -124,9 +129,7 @@ class ImageWorker:
         by_id = {it.id: it for it in items}
         todo = []
         for it in items:
-            if it.url:
-                todo.append(it)
-            elif it.path:
+            if it.url or it.path or it.data is not None:
                 todo.append(it)
             else:
                 rows.append(_row(it, "image:embedded_unavailable",
@@ -150,7 +153,10 @@ class ImageWorker:
             self._local = {}
             urls = []
             for k, it in enumerate(group):
-                if it.url:
+                if it.data is not None:  # embedded bytes first: a benchmark's `path` is a name in the dataset
+                    self._local[k] = self._check_local(it.data)
+                    urls.append(f"{_LOCAL}{k}")
+                elif it.url:
                     urls.append(it.url)
                 else:
                     self._local[k] = self._read_local(it)
@@ -196,7 +202,7 @@ class ImageWorker:
             shutil.rmtree(tmp, ignore_errors=True)
 
     def _result(self, it: ImageItem, r: dict) -> dict:
-        fetched = "file" if not it.url else mirrored(it.url, self.policy)
+        fetched = "embedded" if it.data is not None else "file" if not it.url else mirrored(it.url, self.policy)
         if r.get("status") == "success":
             data = r.get(self.opts.encode_format)
             return {**_row(it, "", ""), "status": "ok", "fetched_from": fetched,

@@ -18,7 +18,7 @@ def test_every_split_went_through_its_stages(corpus_dir):
     stages = {s["name"]: [st["stage"] for st in s["stages"]] for s in prov["splits"]}
     assert stages == {"docci-prop": ["dialogues", "images", "speech", "tokens"],
                       "pixelprose-ts1": ["dialogues", "images", "tokens"],
-                      "tallyqa": ["dialogues", "tokens"], "generic": ["dialogues", "speech", "tokens"]}
+                      "tallyqa": ["dialogues", "images", "tokens"], "generic": ["dialogues", "speech", "tokens"]}
     for s in prov["splits"]:
         assert s["state"] == "complete", s["name"]
         assert s["rows"] >= 1, f"{s['name']} has no training rows"
@@ -58,7 +58,7 @@ def test_manifest_json_records_stats_config_and_models(corpus_dir):
     tally = next(s for s in prov["splits"] if s["name"] == "tallyqa")
     first = tally["stages"][0]["stats"]
     assert first["ok"] + first["rejected"] == 3  # limit: 3 of the benchmark's rows, each accounted for
-    tokens = tally["stages"][1]["stats"]
+    tokens = next(st for st in tally["stages"] if st["stage"] == "tokens")["stats"]
     assert tokens["ok"] == first["ok"] and tokens["input_not_ok"] == first["rejected"]
     docci = next(s for s in prov["splits"] if s["name"] == "docci-prop")
     assert docci["totals"]["audio_s"] > 0 and docci["totals"]["audio_frames"] > 0
@@ -70,7 +70,7 @@ def test_first_partial_run_then_full_run_resumed_across_splits(corpus_build):
     assert "tallyqa" in first.stderr and "docci-prop" not in first.stderr
     # the second run found tallyqa done: its stages were skipped, not rerun
     lines = [ln for ln in second.stderr.splitlines() if ln.startswith("tallyqa")]
-    assert len(lines) == 2 and all("done" in ln for ln in lines)
+    assert len(lines) == 3 and all("done" in ln for ln in lines)  # dialogues, images, tokens
     again = ssvd("run", TINY, "--out", out, "--only", "tallyqa", "--no-progress")
     assert json.loads(again.stdout.strip().splitlines()[-1])["ok"] is True
 
@@ -177,12 +177,13 @@ def test_rerun_of_a_finished_corpus_starts_no_workers(corpus_copy):
 
 def test_images_step_stored_every_image_with_real_pixels(corpus_dir, web_server, tmp_path):
     """docci-prop: the DOCCI release's local files; pixelprose-ts1: URLs fetched from the tests' server
-    through --image-mirror (127.0.0.1 allowed explicitly), each checked against the row's sha256."""
+    through --image-mirror (127.0.0.1 allowed explicitly), each checked against the row's sha256; tallyqa:
+    the bytes embedded in the benchmark dataset, read back from it."""
     import hashlib
 
     prov = _prov(corpus_dir)
     by = {s["name"]: {st["stage"]: st for st in s["stages"]} for s in prov["splits"]}
-    for name, fetched in (("docci-prop", "file"), ("pixelprose-ts1", "http://127.0.0.1")):
+    for name, fetched in (("docci-prop", "file"), ("pixelprose-ts1", "http://127.0.0.1"), ("tallyqa", "embedded")):
         im = by[name]["images"]["stats"]["images"]
         assert im["total"] >= 1 and im["status"] == {"ok": im["total"]} and im["by_reason"] == {}, (name, im)
         for r in pq.read_table(corpus_dir / by[name]["images"]["shards"][0]["path"]).to_pylist():

@@ -9,7 +9,7 @@ def test_a_complete_corpus_is_all_done(corpus_dir):
     st = corpus_status(corpus_dir)
     assert st["running"] is None
     rows = [(s["name"], r["stage"], r["state"], r["left"]) for s in st["splits"] for r in s["stages"]]
-    assert len(rows) == 12 and all(state == "done" and left == 0 for _, _, state, left in rows)
+    assert len(rows) == 13 and all(state == "done" and left == 0 for _, _, state, left in rows)
     text = ssvd("status", corpus_dir).stdout
     assert "all done" in text and "tallyqa" in text and "docci-prop" in text
     assert json.loads(ssvd("status", corpus_dir, "--json").stdout)["name"] == "tiny"
