@@ -149,7 +149,7 @@ def _splits(prov: dict[str, Any]) -> str:
 
 
 def _images(prov: dict[str, Any]) -> str:
-    """Per caption split: its images stored, and every image not had with its reason (docs/images.md)."""
+    """Per split: its images stored, and every image not had with its reason (docs/images.md)."""
     rows = []
     for s in prov.get("splits") or []:
         st = next((x for x in s.get("stages") or [] if x.get("stage") == "images"), None)
@@ -201,9 +201,8 @@ def render_card(prov: dict[str, Any]) -> str:
         "*assistant*, are both shown a detailed image caption and talk about the image under one of the paper's "
         "instructions; speech splits are then voiced (two channels: assistant, user) and encoded to Mimi codes with "
         "an aligned text stream, speechless splits and the public benchmarks become plain text tokens. Each row "
-        "points to its image (url / path / sha256) in the source dataset; the images the caption splits' rows "
-        "reference are stored with the corpus in `<split>/images/` (see Images below), under their sources' "
-        "terms.", "",
+        "points to its image (url / path / sha256) in the source dataset; the images the rows reference are "
+        "stored with the corpus in `<split>/images/` (see Images below), under their sources' terms.", "",
         f"Paper: {PAPER} Kyutai's MoshiVis code: <https://github.com/kyutai-labs/moshivis>.", "",
         "## Sources and licences", "",
         "The corpus mixes sources, hence `license: other`: each split is under the terms of its source dataset "
@@ -218,7 +217,7 @@ def render_card(prov: dict[str, Any]) -> str:
         "## Images", "", _images(prov), "",
         "## How it was made", "",
         "Stages per split: caption split, kind `speech`: " + " → ".join(stages_for("speech")) +
-        " (and `images`, after `dialogues`, for every caption split)" +
+        " (and `images`, after `dialogues`, for every split but the generic set)" +
         "; caption split, kind `text`, and benchmark splits: " + " → ".join(stages_for("text")) +
         ". Every stage is resumable; all dialogues are made first, then all speech, then all tokens.", "",
         f"```\n{cmd}\n```", "",

@@ -1,6 +1,6 @@
 """`ssvd run MANIFEST --out DIR`: every split of a manifest through its stages, into one directory.
 
-Phase by phase across splits (all dialogues, then the images of caption splits, then speech, then
+Phase by phase across splits (all dialogues, then the images of every split, then speech, then
 tokens), so the LLM engine starts
 once (one pool kept across splits) and is gone before the speech workers start. Each step is the
 resumable stage runner of the single-stage commands: killed anywhere, the same command continues.
