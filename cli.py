@@ -334,6 +334,13 @@ def tokens(
     _finish(summary, out)
 
 
+# --- images (pipeline/images/cli.py holds the command) ---
+from pipeline.images.cli import AllowAddress as _ImageAllow, Mirror as _ImageMirror  # noqa: E402
+from pipeline.images.cli import images as _images_command  # noqa: E402
+
+app.command("images")(_images_command)
+
+
 @app.command()
 def export(
     input: Annotated[Path, typer.Option("--in", help="A speech or tokens output directory.")],
@@ -405,18 +412,23 @@ def run(
     workers: Annotated[int, typer.Option("--workers", min=0, help="Ray workers per stage (one engine each for dialogues); 0 runs speech/tokens in-process.")] = 1,
     ray_address: RayAddress = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda (engines, TTS, codec).")] = "auto",
+    allow_address: _ImageAllow = None,
+    image_mirror: _ImageMirror = None,
     no_progress: NoProgress = False,
     verbose: Verbose = False,
 ) -> None:
-    """Build every split of a manifest (dialogues -> speech -> tokens, or text rows), resumable, with manifest.json provenance."""
+    """Build every split of a manifest (dialogues -> images of caption splits -> speech -> tokens, or text rows), resumable, with manifest.json provenance."""
     from pipeline.corpus.run import CorpusBusy, CorpusMismatch, RunArgs, run_corpus
     from pipeline.disk_space import DiskFull
     from pipeline.manifest import ManifestError
 
     _setup(verbose)
     try:
+        from pipeline.images.cli import options as image_options
+
         result = run_corpus(manifest, out, RunArgs(only=only, limit=limit, workers=workers, ray_address=ray_address,
-                                                   device=device, progress=not no_progress, verbose=verbose))
+                                                   device=device, progress=not no_progress, verbose=verbose,
+                                                   images=image_options(allow=allow_address, mirror=image_mirror)))
     except (ManifestError, CorpusMismatch, CorpusBusy, DiskFull, ValueError, FileNotFoundError) as e:
         _fail(e)
     for s in result.steps:

@@ -388,6 +388,14 @@ class BenchmarkSource:
         if self._prints is not None:
             self._prints[index].check(self._files[index], row + 1)
 
+    def raw_records(self, index: int) -> Iterator[dict]:
+        """Shard `index`'s records as read (unparsed; unreadable rows left out): the images stage takes the
+        embedded image bytes from them (pipeline/images/embedded.py)."""
+        rows = _iter_local(self._files[index], self.name) if self._files is not None else self._iter_hub(index)
+        for _, rec, _ in rows:
+            if isinstance(rec, dict):
+                yield rec
+
     def _iter_hub(self, index: int) -> Iterator[Row]:
         ds = self._dataset.shard(num_shards=len(self.shards), index=index)
         return hub_rows(ds, self.shards[index].name)

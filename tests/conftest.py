@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from tests.real_corpus import corpus_build, corpus_copy, corpus_dir  # noqa: F401  (one build per session)
+from tests.real_corpus import corpus_build, corpus_copy, corpus_dir, web_server  # noqa: F401  (one build per session)
 
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -56,11 +56,9 @@ FIXTURE_TURNS = [
 
 def write_dialogue_fixture(out_dir, shards=((0, 1), (2,)), rejected_in_first=True):
     """Dialogue shards as `ssvd dialogues` writes them: shard k holds FIXTURE_TURNS[i] for i in shards[k]."""
-    from pipeline.runstate import RunState
-    from pipeline.shards import ShardStore
-    from pipeline.types import DIALOGUE_SCHEMA, Dialogue, ImageRef, Turn, dialogue_to_row
+    from pipeline.types import Dialogue, ImageRef, Turn, dialogue_to_row
 
-    store = ShardStore(out_dir, "dialogues", DIALOGUE_SCHEMA)
+    all_rows = []
     for k, idxs in enumerate(shards):
         rows = []
         for i in idxs:
@@ -73,6 +71,18 @@ def write_dialogue_fixture(out_dir, shards=((0, 1), (2,)), rejected_in_first=Tru
             d = Dialogue(id="dlg-rejected", caption_id="capx", source="pixmo", instruction="COMB", seed=7,
                          status="rejected", reason="caption:empty", input_shard=k)
             rows.append(dialogue_to_row(d))
+        all_rows.append(rows)
+    return write_dialogue_shards(out_dir, all_rows)
+
+
+def write_dialogue_shards(out_dir, shards: list[list[dict]]):
+    """Dialogue rows as `ssvd dialogues` writes them: shard k holds shards[k], and a finished run record."""
+    from pipeline.runstate import RunState
+    from pipeline.shards import ShardStore
+    from pipeline.types import DIALOGUE_SCHEMA
+
+    store = ShardStore(out_dir, "dialogues", DIALOGUE_SCHEMA)
+    for k, rows in enumerate(shards):
         store.write_part(k, rows)
         store.finalize(k)
     st = RunState(out_dir, "dialogues")

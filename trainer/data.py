@@ -228,6 +228,13 @@ class CorpusLoader:
         if unknown:
             raise ValueError(f"data.splits / manifest weights name splits not in {mpath}: {unknown}; "
                              f"the corpus has {sorted(self.split_info)}")
+        # the images stage's shards (DIR/<split>/images): pixels by image id; the token rows of a split with
+        # an images stage whose image could not be had are left out of training and eval, counted by reason
+        from pipeline.images.store import ImageStore, corpus_image_dirs
+
+        self.image_store = ImageStore(corpus_image_dirs(self.corpus, man.get("splits", [])))
+        with_images = {s["name"] for s in man.get("splits", [])
+                       if any(st.get("stage") == "images" for st in s.get("stages") or [])}
         self.dropped: dict[str, str] = {}
         weights = {}
         for name, w in raw.items():
@@ -242,14 +249,21 @@ class CorpusLoader:
         # of the split's ok rows, so that every split keeps a training row)
         self._eval_pos: dict[str, list[tuple[int, int, int]]] = {}
         self._eval_ids: dict[str, list[str]] = {}
+        self._no_image: dict[str, set[tuple[int, int, int]]] = {}
+        self.skipped_images: dict[str, dict[str, int]] = {}
         for name in list(weights):
+            if name in with_images and self.image_store:
+                self._no_image[name], self.skipped_images[name] = self._without_image(self.split_info[name]["shards"])
             rows = self.split_info[name]["rows"]
+            if rows is not None:
+                rows -= len(self._no_image.get(name, ()))
             if rows is not None and rows <= 0:
-                self.dropped[name] = "no ok rows"
+                self.dropped[name] = "no ok rows" if not self._no_image.get(name) else \
+                    f"no ok row with an image (images stage: {self.skipped_images[name]})"
                 del weights[name]
                 continue
             n_eval = self.cfg.eval_rows if rows is None else min(self.cfg.eval_rows, rows - 1)
-            pos, ids = self._first_ok(self.split_info[name]["shards"][0], n_eval)
+            pos, ids = self._first_ok(self.split_info[name]["shards"][0], n_eval, self._no_image.get(name, ()))
             self._eval_pos[name], self._eval_ids[name] = pos, ids
         for name, why in self.dropped.items():
             warnings.warn(f"data: split {name!r} left out of training: {why}", stacklevel=2)
@@ -266,7 +280,8 @@ class CorpusLoader:
         self._kind_cum = np.cumsum([self._kinds[k][1][-1] for k in self._kind_names])
         self.cache = RowGroupCache(self.cfg.row_group_cache_mib << 20)
         self.readers = {n: _SplitReader(RowStream(n, self.split_info[n]["shards"], seed=self.cfg.seed,
-                                                  skip=self._eval_pos.get(n, ()), rank=rank, world_size=world,
+                                                  skip=set(self._eval_pos.get(n, ())) | self._no_image.get(n, set()),
+                                                  rank=rank, world_size=world,
                                                   cache=self.cache),
                                         self.cfg.shuffle_buffer) for n in self.weights}
         self.generic: GenericPool | None = None
@@ -277,7 +292,8 @@ class CorpusLoader:
         self.rng = np.random.Generator(np.random.PCG64(self.cfg.seed))
         self.images = ImageLoader(self.cfg.image_root, self.cfg.image_size, self.cfg.image_mean, self.cfg.image_std,
                                   # "auto" outside the trainer (which resolves it by encoder): placeholders
-                                  "placeholder" if self.cfg.missing_images == "auto" else self.cfg.missing_images)
+                                  "placeholder" if self.cfg.missing_images == "auto" else self.cfg.missing_images,
+                                  store=self.image_store)
         self.samples = 0
         self.batches = 0
         self.counters = {"speech_batches": 0, "text_batches": 0, "augmented": 0, "cropped": 0}
@@ -289,14 +305,33 @@ class CorpusLoader:
                 "epochs": {n: r.stream.epoch for n, r in self.readers.items()},
                 "row_groups_read": sum(r.stream.row_groups_read for r in self.readers.values()),
                 "row_groups_decoded": self.cache.misses if self.cache.max_bytes else None,
-                "dropped_splits": dict(self.dropped)}
+                "dropped_splits": dict(self.dropped),
+                "rows_skipped_no_image": sum(sum(c.values()) for c in self.skipped_images.values()),
+                "rows_skipped_no_image_by_split": {k: dict(v) for k, v in self.skipped_images.items() if v}}
 
     def eval_ids(self) -> dict[str, list[str]]:
         """The held-out row ids per split (all ranks)."""
         return {k: list(v) for k, v in self._eval_ids.items() if v}
 
+    def _without_image(self, shards: list[str]) -> tuple[set[tuple[int, int, int]], dict[str, int]]:
+        """Positions of the ok token rows whose image the images stage could not get, and their reasons."""
+        from collections import Counter
+
+        pos: set[tuple[int, int, int]] = set()
+        why: Counter = Counter()
+        for k, shard in enumerate(shards):
+            pf = pq.ParquetFile(shard)
+            for g in range(pf.metadata.num_row_groups):
+                t = pf.read_row_group(g, columns=["status", "image"], use_threads=False)
+                for i, (st, img) in enumerate(zip(t.column("status").to_pylist(), t.column("image").to_pylist())):
+                    reason = self.image_store.unavailable(img) if st == "ok" else None
+                    if reason:
+                        pos.add((k, g, i))
+                        why[reason] += 1
+        return pos, dict(sorted(why.items()))
+
     @staticmethod
-    def _first_ok(shard: str, n: int) -> tuple[list[tuple[int, int, int]], list[str]]:
+    def _first_ok(shard: str, n: int, skip=()) -> tuple[list[tuple[int, int, int]], list[str]]:
         pos, ids = [], []
         if n <= 0:
             return pos, ids
@@ -304,7 +339,7 @@ class CorpusLoader:
         for g in range(pf.metadata.num_row_groups):
             t = pf.read_row_group(g, columns=["id", "status"], use_threads=False)
             for i, (rid, st) in enumerate(zip(t.column("id").to_pylist(), t.column("status").to_pylist())):
-                if st == "ok":
+                if st == "ok" and (0, g, i) not in skip:
                     pos.append((0, g, i))
                     ids.append(rid)
                     if len(pos) == n:

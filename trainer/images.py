@@ -1,7 +1,10 @@
 """Images for the vision encoder: find a token row's image on disk, resize, normalise (CHW float32).
 
-Token rows carry `image = {url, path, sha256}`. Nothing is ever fetched from a URL. Under each folder
-of `image_root` (one folder or a list) the candidates are, in order:
+Token rows carry `image = {url, path, sha256}`. Nothing is ever fetched from a URL here: the corpus'
+images stage (`ssvd images`, the `images` step of `ssvd run`; docs/images.md) stores each image in
+`DIR/<split>/images/`, and `store` (a `pipeline.images.store.ImageStore`) gives its pixels by image id;
+that is tried first. Then, under each folder of `image_root` (one folder or a list) the candidates are,
+in order:
 
     ROOT/<path>                          `path` as written by the captions stage, relative to the
                                          caption dataset (e.g. images/qual_dev_00001.jpg); an
@@ -119,12 +122,14 @@ class ImageLoader:
 
     def __init__(self, image_root: str | Path | Sequence[str | Path] | None = None, size: int = 448,
                  mean: float | Sequence[float] = 0.5, std: float | Sequence[float] = 0.5,
-                 missing: str = "placeholder"):
+                 missing: str = "placeholder", store=None):
         if missing not in ("placeholder", "error"):
             raise ValueError(f"missing_images must be 'placeholder' or 'error', got {missing!r}")
         self.image_root, self.size, self.missing = image_root, int(size), missing
+        self.store = store  # pipeline.images.store.ImageStore: the corpus' images stage, looked up first
         self.mean, self.std = _triple(mean), _triple(std)
-        self.stats = {"images_loaded": 0, "images_missing": 0, "images_none": 0, "images_unreadable": 0}
+        self.stats = {"images_loaded": 0, "images_from_store": 0, "images_missing": 0, "images_none": 0,
+                      "images_unreadable": 0}
 
     def load(self, image: dict | None, *, row_id: str = "", split: str = "", out: np.ndarray | None = None) -> np.ndarray:
         if out is None:
@@ -132,6 +137,17 @@ class ImageLoader:
         if not has_reference(image):
             self.stats["images_none"] += 1
             return placeholder(placeholder_key(image, row_id), self.size, self.mean, self.std, out)
+        data = self.store.get(image) if self.store else None
+        if data is not None:
+            import io
+
+            from PIL import Image
+
+            with Image.open(io.BytesIO(data)) as im:
+                preprocess(im, self.size, self.mean, self.std, out)
+            self.stats["images_loaded"] += 1
+            self.stats["images_from_store"] += 1
+            return out
         tried = image_candidates(image, self.image_root)
         for p in tried:
             if p.is_file():

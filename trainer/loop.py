@@ -229,6 +229,7 @@ def train(cfg: TrainConfig, data_dir: Path, run_dir: Path, *, resume: bool = Fal
         model.train()
         total, parts, digests, kinds = 0.0, {}, [], []
         before = sum(loader.images.stats[k] for k in placeholders)
+        before_store = loader.images.stats["images_from_store"]
         for _ in range(opt_cfg.grad_accum):
             batch = next(it)
             digests.append(batch_digest(batch))
@@ -253,7 +254,9 @@ def train(cfg: TrainConfig, data_dir: Path, run_dir: Path, *, resume: bool = Fal
         if done % opt_cfg.log_every == 0 or done == end:
             rec = {"step": done, "loss": total, "lr": sched.get_last_lr()[0], "grad_norm": float(gnorm),
                    "kinds": kinds, "batches": digests, "elapsed_s": round(time.monotonic() - t0, 3),
-                   "images_missing": n_missing, **parts}
+                   "images_missing": n_missing,
+                   "images_from_store": loader.images.stats["images_from_store"] - before_store,
+                   "rows_skipped_no_image": sum(sum(c.values()) for c in loader.skipped_images.values()), **parts}
             metrics.log(rec)
         if d.main and ((opt_cfg.eval_every and done % opt_cfg.eval_every == 0) or done == opt_cfg.steps):
             # rank 0 only (the held-out slice is small); the others go on to the next step's all-reduce

@@ -149,6 +149,29 @@ def _splits(prov: dict[str, Any]) -> str:
                    "audio hours", "text tokens", "state"], rows)
 
 
+def _images(prov: dict[str, Any]) -> str:
+    """Per split: its images stored, and every image not had with its reason (docs/images.md)."""
+    rows = []
+    for s in prov.get("splits") or []:
+        st = next((x for x in s.get("stages") or [] if x.get("stage") == "images"), None)
+        if st is None:
+            continue
+        im = (st.get("stats") or {}).get("images") or {}
+        status = im.get("status") or {}
+        reasons = ", ".join(f"{k.removeprefix('image:')} {v}" for k, v in (im.get("by_reason") or {}).items())
+        rows.append([s.get("name"), im.get("total", 0), status.get("ok", 0),
+                     status.get("rejected", 0) + status.get("failed", 0), reasons, st.get("state")])
+    if not rows:
+        return "No images stage ran: rows point to their images in the source datasets."
+    opts = ((prov.get("models") or {}).get("images") or {}).get("options") or {}
+    how = (f"Fetched with img2dataset, resized with its `{opts.get('resize_mode')}` mode (shorter side at most "
+           f"{opts.get('image_size')} px) and stored as {opts.get('encode_format')}, one row per image id in "
+           "`<split>/images/images-*.parquet`. ") if opts else ""
+    return (how + "A dialogue whose image could not be had stays in the corpus (its token rows are there) and "
+            "is skipped by `ssvd train`.\n\n" +
+            _table(["split", "images", "ok", "not had", "by reason", "state"], rows))
+
+
 def _sources(prov: dict[str, Any]) -> str:
     used = []
     for s in prov.get("splits") or []:
@@ -178,8 +201,9 @@ def render_card(prov: dict[str, Any]) -> str:
         "following the MoshiVis paper (§3.2-3.3, Table 7): two LLM roles, a curious *user* and a knowledgeable "
         "*assistant*, are both shown a detailed image caption and talk about the image under one of the paper's "
         "instructions; speech splits are then voiced (two channels: assistant, user) and encoded to Mimi codes with "
-        "an aligned text stream, speechless splits and the public benchmarks become plain text tokens. The images "
-        "themselves are not included: each row points to its image (url / path / sha256) in the source dataset.", "",
+        "an aligned text stream, speechless splits and the public benchmarks become plain text tokens. Each row "
+        "points to its image (url / path / sha256) in the source dataset; the images the rows reference are "
+        "stored with the corpus in `<split>/images/` (see Images below), under their sources' terms.", "",
         f"Paper: {PAPER} Kyutai's MoshiVis code: <https://github.com/kyutai-labs/moshivis>.", "",
         "## Sources and licences", "",
         "The corpus mixes sources, hence `license: other`: each split is under the terms of its source dataset "
@@ -191,8 +215,10 @@ def render_card(prov: dict[str, Any]) -> str:
         "Weights are the relative sampling weights of the training mixture (p_i = w_i / sum_j w_j); the generic "
         "set is used by the prefix/suffix concatenation augmentation only, unless it has a weight.", "",
         _splits(prov), "",
+        "## Images", "", _images(prov), "",
         "## How it was made", "",
         "Stages per split: caption split, kind `speech`: " + " → ".join(stages_for("speech")) +
+        " (and `images`, after `dialogues`, for every split but the generic set)" +
         "; caption split, kind `text`, and benchmark splits: " + " → ".join(stages_for("text")) +
         ". Every stage is resumable; all dialogues are made first, then all speech, then all tokens.", "",
         f"```\n{cmd}\n```", "",

@@ -4,6 +4,8 @@
     DIR/README.md                     dataset card (Hugging Face dataset layout)
     DIR/_corpus.lock                  pid + host of a running `ssvd run` (gone when it ends)
     DIR/<split>/dialogues/            dialogues-NNNNN.parquet + _dialogues.run.json
+    DIR/<split>/images/               images-NNNNN.parquet (every split but generic): the images the dialogues
+                                      reference, one row per image id (pipeline/images, docs/images.md)
     DIR/<split>/speech/               speech splits (and the generic set when its kind is speech)
     DIR/<split>/tokens/               the training rows: what trainers read
     DIR/generic/...                   the generic (non-image) dialogues, same stages
@@ -22,6 +24,7 @@ CARD = "README.md"
 LOCK = "_corpus.lock"
 FORMAT = "ssvd-corpus/1"
 FINAL_STAGE = "tokens"
+IMAGES = "images"  # the side stage of every split but generic (reads dialogues; see plan.Unit.stages)
 
 STAGES: dict[str, tuple[str, ...]] = {
     "speech": ("dialogues", "speech", "tokens"),

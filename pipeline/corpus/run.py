@@ -1,6 +1,7 @@
 """`ssvd run MANIFEST --out DIR`: every split of a manifest through its stages, into one directory.
 
-Phase by phase across splits (all dialogues, then speech, then tokens), so the LLM engine starts
+Phase by phase across splits (all dialogues, then the images of every split, then speech, then
+tokens), so the LLM engine starts
 once (one pool kept across splits) and is gone before the speech workers start. Each step is the
 resumable stage runner of the single-stage commands: killed anywhere, the same command continues.
 Before any work every split's input is opened (local files: existence, type, columns; hub ids: resolved),
@@ -28,7 +29,7 @@ from pipeline.manifest_load import load_manifest
 from pipeline.runstate import ConfigMismatch, _flatten, diff_keys, write_json_atomic
 
 log = logging.getLogger("ssvd")
-PHASES = ("dialogues", "speech", "tokens")
+PHASES = ("dialogues", "images", "speech", "tokens")
 
 
 class CorpusMismatch(RuntimeError):
@@ -52,6 +53,7 @@ class RunArgs:
     device: str = "auto"
     progress: bool = True
     verbose: bool = False
+    images: Any = None  # pipeline.images.schema.ImageOptions (allow-list, mirrors); None: the defaults
 
 
 @dataclass
@@ -211,7 +213,8 @@ def _step(steps, u: Unit, phase: str, failed: set[str], out: Path) -> dict[str, 
     except DiskFull:
         raise  # the volume, not this split: every other step would fail the same way; stop with one error
     except (ValueError, FileNotFoundError, RuntimeError, ConfigMismatch) as e:
-        failed.add(u.name)
+        if phase != "images":  # nothing downstream reads the images: speech and tokens go on
+            failed.add(u.name)
         log.error("%s/%s failed: %s", u.name, phase, e)
         return {"split": u.name, "stage": phase, "outcome": "failed", "error": str(e)}
     d = summary.to_dict()

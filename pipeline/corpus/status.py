@@ -69,6 +69,13 @@ def corpus_status(root: Path) -> dict[str, Any]:
             left = None if expected is None else max(expected - done, 0)
             if state == "done":
                 left = 0
+            if st["stage"] == "images":  # one row per image, not per dialogue: no count of what is left
+                from pipeline.images.stage import reason_counts
+
+                rows.append({"stage": "images", "state": state, "ok": c["ok"], "rejected": c["rejected"],
+                             "failed": c["failed"], "left": 0 if state == "done" else None, "shards": shards,
+                             "shards_in_progress": in_progress, "by_reason": reason_counts(d)["by_reason"]})
+                continue  # a side stage: speech / tokens read the dialogues
             rows.append({"stage": st["stage"], "state": state, "ok": c["ok"], "rejected": c["rejected"],
                          "failed": c["failed"], "left": left, "shards": shards, "shards_in_progress": in_progress})
             # what the next stage should take in: the accepted rows of this one, once it is done
@@ -89,6 +96,11 @@ def format_status(st: dict[str, Any]) -> str:
             shards = f"{r['shards']}" + (f"+{r['shards_in_progress']}" if r["shards_in_progress"] else "")
             lines.append(f"{s['name']:<22}{r['stage']:<11}{r['state']:<13}{r['ok']:>7}{r['rejected']:>10}"
                          f"{r['failed']:>8}{left:>7}{shards:>8}")
+    for s in st["splits"]:
+        for r in s["stages"]:
+            if r.get("by_reason"):
+                lines.append(f"{s['name']} images not had, by reason: "
+                             + ", ".join(f"{k.removeprefix('image:')} {v}" for k, v in r["by_reason"].items()))
     todo = [f"{s['name']}/{r['stage']}" for s in st["splits"] for r in s["stages"] if r["state"] != "done"]
     lines.append("all done" if not todo else f"not done: {', '.join(todo)}")
     return "\n".join(lines)

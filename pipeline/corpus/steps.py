@@ -31,7 +31,7 @@ class Steps:
     def __init__(self, manifest: Manifest, out: Path, args) -> None:
         self.m, self.out, self.args = manifest, Path(out), args
         self.device = _device(args.device)
-        self.kept = {"dialogues": KeptPool(), "speech": KeptPool(), "tokens": KeptPool()}
+        self.kept = {"dialogues": KeptPool(), "images": KeptPool(), "speech": KeptPool(), "tokens": KeptPool()}
 
     def close_pools(self) -> None:
         for k in self.kept.values():
@@ -41,6 +41,8 @@ class Steps:
         out = stage_dir(self.out, u.name, stage)
         if stage == "dialogues":
             return self._benchmark(u, out) if u.is_benchmark else self._dialogues(u, out)
+        if stage == "images":
+            return self._images(u, stage_dir(self.out, u.name, u.upstream(stage)), out)
         src = stage_dir(self.out, u.name, u.upstream(stage))
         return self._speech(u, src, out) if stage == "speech" else self._tokens(u, src, out)
 
@@ -83,6 +85,26 @@ class Steps:
 
         stage = BenchmarkStage(open_benchmark(u.spec.benchmark, u.spec.input), u.settings.limit)
         return run_stage(stage, out, _no_pool, _options("dialogues", self.args.progress))
+
+    # --- images ---
+    def _images(self, u: Unit, src: Path, out: Path) -> Summary:
+        """The split's images (pipeline/images). In-process (img2dataset's thread pool) on one machine; on a
+        joined Ray cluster (--ray-address) `--workers` actors spread over its nodes. Images another split of
+        this corpus stored already are copied from it, not fetched again."""
+        from pipeline.images.schema import ImageOptions
+        from pipeline.images.stage import images
+
+        opts = self.args.images or ImageOptions()
+        workers = self.args.workers if self.args.ray_address else 0
+        reuse = tuple(sorted(p for p in self.out.glob("*/images") if p.is_dir() and p != out))
+        embedded = None
+        if u.is_benchmark:  # the bytes are in the benchmark dataset: read them back, shard by shard
+            from pipeline.benchmarks import open_benchmark
+
+            embedded = open_benchmark(u.spec.benchmark, u.spec.input)
+        return images(src, out, opts, workers=workers, ray_address=self.args.ray_address, verbose=self.args.verbose,
+                      reuse=reuse, kept=self.kept["images"], embedded=embedded,
+                      run_opts=RunOptions(max_inflight=4, chunk_size=16, flush_rows=16, progress=self.args.progress))
 
     # --- speech and tokens ---
     def _pool_args(self):

@@ -16,9 +16,11 @@ from tqdm import tqdm
 
 from pipeline.corpus.layout import load_provenance
 from pipeline.shards import sha256_file
+from pipeline.images.schema import IMAGES_SCHEMA
 from pipeline.types import DIALOGUE_SCHEMA, SPEECH_SCHEMA, TOKEN_SCHEMA
 
-SCHEMAS: dict[str, pa.Schema] = {"dialogues": DIALOGUE_SCHEMA, "speech": SPEECH_SCHEMA, "tokens": TOKEN_SCHEMA}
+SCHEMAS: dict[str, pa.Schema] = {"dialogues": DIALOGUE_SCHEMA, "images": IMAGES_SCHEMA, "speech": SPEECH_SCHEMA,
+                                 "tokens": TOKEN_SCHEMA}
 
 
 def check_shard(root: Path, stage: str, shard: dict) -> list[str]:

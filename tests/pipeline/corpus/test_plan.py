@@ -18,10 +18,14 @@ def test_units_are_the_splits_in_order_then_generic_with_their_stages(table7):
     assert [u.name for u in us][:4] == ["docci-prop", "docci-loc", "pixmo-lead1", "pixmo-comb"]
     assert us[-1].name == "generic" and us[-1].role == "generic"
     by = {u.name: u for u in us}
-    assert by["pixmo-comb"].stages == ("dialogues", "speech", "tokens")
-    assert by["pixelprose-ts1"].stages == ("dialogues", "tokens")
-    assert by["tallyqa"].is_benchmark and by["tallyqa"].stages == ("dialogues", "tokens")
+    # caption splits get the images side stage (it reads the dialogues; speech still reads the dialogues)
+    assert by["pixmo-comb"].stages == ("dialogues", "images", "speech", "tokens")
+    assert by["pixelprose-ts1"].stages == ("dialogues", "images", "tokens")
+    assert by["tallyqa"].is_benchmark and by["tallyqa"].stages == ("dialogues", "images", "tokens")  # embedded images
+    assert by["generic"].stages == ("dialogues", "speech", "tokens")
     assert by["pixmo-comb"].upstream("tokens") == "speech" and by["tallyqa"].upstream("tokens") == "dialogues"
+    assert by["pixmo-comb"].upstream("speech") == "dialogues" and by["pixmo-comb"].upstream("images") == "dialogues"
+    assert by["pixelprose-ts1"].upstream("tokens") == "dialogues"
     assert by["pixmo-comb"].upstream("dialogues") is None
 
 

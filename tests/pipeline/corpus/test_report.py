@@ -155,8 +155,11 @@ def test_rejections_combine_stage_stats_and_rejected_rows(report, corpus_dir):
         expect = {}
         for stage in split["stages"]:
             cols = ["status", "reason"]
-            rows = Counter(r["reason"] for r in _read(corpus_dir, stage, cols) if r["status"] == "rejected")
-            stats = stage["stats"]["rejected_by_reason"]
+            # the images stage: every image not had (rejected and failed), with the run record's counts by reason
+            not_ok = ("rejected", "failed") if stage["stage"] == "images" else ("rejected",)
+            rows = Counter(r["reason"] for r in _read(corpus_dir, stage, cols) if r["status"] in not_ok)
+            stats = stage["stats"].get("images", {}).get("by_reason") if stage["stage"] == "images" else \
+                stage["stats"]["rejected_by_reason"]
             for reason in set(rows) | set(stats):
                 expect[(stage["stage"], reason)] = (stats.get(reason, 0), rows.get(reason, 0))
         rej = got[split["name"]]["rejections"]

@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from pipeline.shards import sha256_file
-from tests.pipeline.corpus.conftest import TINY, ssvd
+from tests.pipeline.corpus.conftest import TINY, WEB, ssvd
 
 
 def _prov(d):
@@ -17,8 +17,9 @@ def test_every_split_went_through_its_stages(corpus_dir):
     prov = _prov(corpus_dir)
     assert prov["state"] == "complete" and prov["format"] == "ssvd-corpus/1"
     stages = {s["name"]: [st["stage"] for st in s["stages"]] for s in prov["splits"]}
-    assert stages == {"docci-prop": ["dialogues", "speech", "tokens"], "pixelprose-ts1": ["dialogues", "tokens"],
-                      "tallyqa": ["dialogues", "tokens"], "generic": ["dialogues", "speech", "tokens"]}
+    assert stages == {"docci-prop": ["dialogues", "images", "speech", "tokens"],
+                      "pixelprose-ts1": ["dialogues", "images", "tokens"],
+                      "tallyqa": ["dialogues", "images", "tokens"], "generic": ["dialogues", "speech", "tokens"]}
     for s in prov["splits"]:
         assert s["state"] == "complete", s["name"]
         assert s["rows"] >= 1, f"{s['name']} has no training rows"
@@ -58,7 +59,7 @@ def test_manifest_json_records_stats_config_and_models(corpus_dir):
     tally = next(s for s in prov["splits"] if s["name"] == "tallyqa")
     first = tally["stages"][0]["stats"]
     assert first["ok"] + first["rejected"] == 3  # limit: 3 of the benchmark's rows, each accounted for
-    tokens = tally["stages"][1]["stats"]
+    tokens = next(st for st in tally["stages"] if st["stage"] == "tokens")["stats"]
     assert tokens["ok"] == first["ok"] and tokens["input_not_ok"] == first["rejected"]
     docci = next(s for s in prov["splits"] if s["name"] == "docci-prop")
     assert docci["totals"]["audio_s"] > 0 and docci["totals"]["audio_frames"] > 0
@@ -70,7 +71,7 @@ def test_first_partial_run_then_full_run_resumed_across_splits(corpus_build):
     assert "tallyqa" in first.stderr and "docci-prop" not in first.stderr
     # the second run found tallyqa done: its stages were skipped, not rerun
     lines = [ln for ln in second.stderr.splitlines() if ln.startswith("tallyqa")]
-    assert len(lines) == 2 and all("done" in ln for ln in lines)
+    assert len(lines) == 3 and all("done" in ln for ln in lines)  # dialogues, images, tokens
     again = ssvd("run", TINY, "--out", out, "--only", "tallyqa", "--no-progress")
     assert json.loads(again.stdout.strip().splitlines()[-1])["ok"] is True
 
@@ -208,3 +209,44 @@ def test_rerun_of_a_finished_corpus_starts_no_workers(corpus_copy):
     assert {p: p.stat().st_mtime_ns for p in corpus_copy.rglob("*.parquet")} == before
     status = ssvd("status", corpus_copy)
     assert "pending" not in status.stdout and "interrupted" not in status.stdout
+
+
+def test_images_step_stored_every_image_with_real_pixels(corpus_dir, web_server, tmp_path):
+    """docci-prop: the DOCCI release's local files; pixelprose-ts1: URLs fetched from the tests' server
+    through --image-mirror (127.0.0.1 allowed explicitly), each checked against the row's sha256; tallyqa:
+    the bytes embedded in the benchmark dataset, read back from it."""
+    import hashlib
+
+    prov = _prov(corpus_dir)
+    by = {s["name"]: {st["stage"]: st for st in s["stages"]} for s in prov["splits"]}
+    for name, fetched in (("docci-prop", "file"), ("pixelprose-ts1", "http://127.0.0.1"), ("tallyqa", "embedded")):
+        im = by[name]["images"]["stats"]["images"]
+        assert im["total"] >= 1 and im["status"] == {"ok": im["total"]} and im["by_reason"] == {}, (name, im)
+        for r in pq.read_table(corpus_dir / by[name]["images"]["shards"][0]["path"]).to_pylist():
+            assert r["image"][:3] == b"\xff\xd8\xff" and r["fetched_from"].startswith(fetched)
+            if name == "pixelprose-ts1":  # verified: the served bytes are the ones the row names
+                assert r["sha256"] and r["content_sha256"] == r["sha256"]
+                assert r["sha256"] == hashlib.sha256((WEB / r["url"].split("://")[1]).read_bytes()).hexdigest()
+    assert prov["models"]["images"]["options"]["image_size"] == 448
+    assert prov["models"]["images"]["software"]["img2dataset"]
+    assert "## Images" in (corpus_dir / "README.md").read_text()
+    from pipeline.corpus.preview import write_preview  # the preview shows the stored image of a URL
+
+    write_preview(corpus_dir, tmp_path / "p.html", splits=["pixelprose-ts1"])
+    assert '<img src="data:image/jpeg;base64,' in (tmp_path / "p.html").read_text()
+
+
+def test_images_without_the_allow_list_are_refused_and_counted(corpus_copy):
+    """Rerun of the images step without --allow-address: the server is loopback, so every URL is refused."""
+    from pipeline.corpus.status import corpus_status, format_status
+    from pipeline.images.cli import options
+    from pipeline.images.stage import images
+    from pipeline.runner import RunOptions
+
+    out = corpus_copy / "pixelprose-ts1" / "images"
+    images(corpus_copy / "pixelprose-ts1" / "dialogues", out, options(mirror=["https://cdn.example.net/=http://127.0.0.1:9/"]),
+           workers=0, run_opts=RunOptions(overwrite=True, progress=False))  # in-process: the CLI is tested elsewhere
+    got = json.loads((out / "_images.run.json").read_text())["images"]
+    assert got["status"] == {"rejected": got["total"]} and got["by_reason"] == {"image:refused_address": got["total"]}
+    status = format_status(corpus_status(corpus_copy))
+    assert "pixelprose-ts1 images not had, by reason: refused_address" in status
