@@ -6,7 +6,7 @@ error, never a crash of the run. `check_speech_spec` checks the backends' settin
 cfg_coef, every voice file) in the driver before any worker starts or any dialogue is read.
 
 Each turn gets its own seed, `turn_seed(dialogue seed, turn index)`, which a backend that samples
-(kyutai) uses alone for that turn: a turn's audio does not depend on the chunk it was spoken in.
+(kyutai, piper) uses alone for that turn: a turn's audio does not depend on the chunk it was spoken in.
 """
 from __future__ import annotations
 
@@ -133,7 +133,7 @@ class SpeechWorker:
         out = []
         for _, _, text, voice, seed in reqs:
             try:
-                out.append(be.synthesize_batch([text], [voice], [seed])[0] if batched else be.synthesize(text, voice))
+                out.append(be.synthesize_batch([text], [voice], [seed])[0] if batched else be.synthesize(text, voice, seed=seed))
             except Exception as e:
                 out.append(e)
         return out

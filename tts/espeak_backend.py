@@ -198,7 +198,7 @@ class EspeakBackend:
             "voices": self.voices(),
         }
 
-    def synthesize(self, text: str, voice: str) -> Utterance:
+    def synthesize(self, text: str, voice: str, seed: int = 0) -> Utterance:  # deterministic: seed unused
         pairs = normalize_words(text)
         written = [w for w, _ in pairs]
         marks = [clause_mark(w) for w in written]
