@@ -14,8 +14,11 @@ phoneme count, else in proportion to those phoneme counts (character counts when
 Silent words ("—") are voiced as a comma and get that pause (tts.normalize.assemble_spans).
 
 eSpeak has one global state per process: everything runs under a module lock. That state carries
-over from call to call (its voice jitter), so repeating a call gives audio that differs by a few
-samples; spans stay within a few ms.
+over from call to call (static variables of its wave generator: flutter phase, echo buffer, Klatt
+noise; `espeak_ng_SetRandSeed` and re-initialising do not reset them), so the same call gave slightly
+different audio depending on what was spoken before. Each `synthesize` therefore reloads the library
+(`espeak_Terminate`, dlclose, dlopen, `espeak_Initialize`: about 1 ms): a turn's audio is a pure
+function of (text, voice), whatever was spoken before it and wherever a resumed run restarts.
 """
 from __future__ import annotations
 
@@ -171,6 +174,19 @@ def _engine() -> _Engine:
         return _ENGINE
 
 
+def _fresh_engine() -> _Engine:
+    """The engine in a freshly loaded library (its static state as at start-up); call under LOCK."""
+    global _ENGINE
+    import _ctypes
+
+    old, _ENGINE = _ENGINE, None
+    if old is not None and old.lib is not None:
+        old.lib.espeak_Terminate()
+        handle, old.lib = old.lib._handle, None
+        _ctypes.dlclose(handle)  # the last reference: the next dlopen starts from the file again
+    return _engine()
+
+
 class EspeakBackend:
     """eSpeak NG voices ("en-us+m3", "en-gb+f3", ...; any name `espeak_SetVoiceByName` accepts)."""
 
@@ -178,9 +194,12 @@ class EspeakBackend:
 
     def __init__(self, rate: int | None = None) -> None:
         self.rate = rate  # words per minute; None: eSpeak's default (175)
-        self._engine = _engine()
         self.sample_rate_hz = self._engine.sample_rate_hz
         self._counts: dict[tuple[str, str], int] = {}
+
+    @property
+    def _engine(self) -> _Engine:
+        return _engine()
 
     def voices(self) -> list[str]:
         return list(VOICES)
@@ -198,14 +217,14 @@ class EspeakBackend:
             "voices": self.voices(),
         }
 
-    def synthesize(self, text: str, voice: str, seed: int = 0) -> Utterance:  # deterministic: seed unused
+    def synthesize(self, text: str, voice: str, seed: int = 0) -> Utterance:  # no sampling: seed unused
         pairs = normalize_words(text)
         written = [w for w, _ in pairs]
         marks = [clause_mark(w) for w in written]
         spoken_text, token_word, token_start, token_text = _layout(pairs, marks)
 
         with LOCK:
-            engine = self._engine
+            engine = _fresh_engine()
             engine.set_voice(voice)
             audio16, events = engine.synth(spoken_text, self.rate) if token_word else (np.zeros(0, np.int16), [])
             duration_s = len(audio16) / self.sample_rate_hz
