@@ -16,9 +16,11 @@ Silent words ("—") are voiced as a comma and get that pause (tts.normalize.ass
 eSpeak has one global state per process: everything runs under a module lock. That state carries
 over from call to call (static variables of its wave generator: flutter phase, echo buffer, Klatt
 noise; `espeak_ng_SetRandSeed` and re-initialising do not reset them), so the same call gave slightly
-different audio depending on what was spoken before. Each `synthesize` therefore reloads the library
-(`espeak_Terminate`, dlclose, dlopen, `espeak_Initialize`: about 1 ms): a turn's audio is a pure
-function of (text, voice), whatever was spoken before it and wherever a resumed run restarts.
+different audio depending on what was spoken before; and voices with breath noise (the `+f` variants)
+draw it from libc's `rand()`, which `espeak_Initialize` seeds with the time. Each `synthesize` therefore
+reloads the library (`espeak_Terminate`, dlclose, dlopen, `espeak_Initialize`: about 1 ms) and seeds
+`srand` and `espeak_ng_SetRandSeed` from its `seed` right before synthesis: a turn's audio is a pure
+function of (text, voice, seed), whatever was spoken before it, and whenever.
 """
 from __future__ import annotations
 
@@ -97,6 +99,7 @@ class _Engine:
         lib.espeak_Synth.restype = ctypes.c_int
         lib.espeak_TextToPhonemes.argtypes = [ctypes.POINTER(ctypes.c_char_p), ctypes.c_int, ctypes.c_int]
         lib.espeak_TextToPhonemes.restype = ctypes.c_char_p
+        lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
         lib.espeak_Info.argtypes = [ctypes.POINTER(ctypes.c_char_p)]
         lib.espeak_Info.restype = ctypes.c_char_p
         options = _INITIALIZE_PHONEME_EVENTS | _INITIALIZE_DONT_EXIT
@@ -138,9 +141,13 @@ class _Engine:
                 raise ValueError(f"eSpeak NG has no voice {voice!r} (e.g. {', '.join(VOICES[:3])})")
             self.voice = voice
 
-    def synth(self, text: str, rate: int | None) -> tuple[np.ndarray, list[tuple[int, int, int, str]]]:
+    def synth(self, text: str, rate: int | None, seed: int = 0) -> tuple[np.ndarray, list[tuple[int, int, int, str]]]:
         self.chunks, self.events = [], []
         self.lib.espeak_SetParameter(_PARAM_RATE, int(rate or _DEFAULT_RATE), 0)
+        # Voices with breath (the +f variants) add noise from libc's rand(), which espeak_Initialize seeds
+        # with the time, and from eSpeak's own generator: both seeded from the turn's seed, right before.
+        _LIBC.srand(seed & 0xFFFFFFFF)
+        self.lib.espeak_ng_SetRandSeed(seed & 0x7FFFFFFF)
         data = text.encode("utf-8")
         err = self.lib.espeak_Synth(data, len(data) + 1, 0, _POS_CHARACTER, 0, _CHARS_UTF8 | _ENDPAUSE, None, None)
         if err != 0:
@@ -163,6 +170,7 @@ class _Engine:
 
 
 LOCK = threading.RLock()
+_LIBC = ctypes.CDLL(None)  # the process's C library: srand()
 _ENGINE: _Engine | None = None
 
 
@@ -217,7 +225,8 @@ class EspeakBackend:
             "voices": self.voices(),
         }
 
-    def synthesize(self, text: str, voice: str, seed: int = 0) -> Utterance:  # no sampling: seed unused
+    def synthesize(self, text: str, voice: str, seed: int = 0) -> Utterance:
+        """`seed` seeds the breath noise of voices that have it: the same (text, voice, seed), the same audio."""
         pairs = normalize_words(text)
         written = [w for w, _ in pairs]
         marks = [clause_mark(w) for w in written]
@@ -226,7 +235,7 @@ class EspeakBackend:
         with LOCK:
             engine = _fresh_engine()
             engine.set_voice(voice)
-            audio16, events = engine.synth(spoken_text, self.rate) if token_word else (np.zeros(0, np.int16), [])
+            audio16, events = engine.synth(spoken_text, self.rate, seed) if token_word else (np.zeros(0, np.int16), [])
             duration_s = len(audio16) / self.sample_rate_hz
             token_spans = _token_spans(events, token_start, token_text, duration_s, lambda t: self._count(voice, t))
 
