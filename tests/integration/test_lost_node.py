@@ -49,7 +49,8 @@ class Cluster:
         self.port = _free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(self.token),
-                    "PYTHONPATH": str(ROOT), "VLLM_CPU_KVCACHE_SPACE": "1"}
+                    "PYTHONPATH": str(ROOT), "VLLM_CPU_KVCACHE_SPACE": "1",
+                    "RAY_worker_niceness": "0"}  # Ray starts workers at niceness 15: starved on a busy machine
         self.env.pop("RAY_ADDRESS", None)
         self.node_port = 0
         self._ray("start", "--head", "--node-ip-address=127.0.0.1", f"--port={self.port}", "--num-cpus=1",
