@@ -15,30 +15,15 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.integration.test_kill_storm import corpus_rows, manifest
-from tests.integration.test_ray_cluster import RAY, _free_port, kill_cluster
+from tests.integration.test_ray_cluster import RAY, _free_port, cmdline, kill_cluster, ppid
 
 pytestmark = pytest.mark.engine
 ROOT = Path(__file__).resolve().parents[2]
 FIX = ROOT / "tests" / "fixtures" / "captions"
 
 
-def _cmdline(pid: str) -> list[str]:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
-    except OSError:
-        return []
-
-
-def _ppid(pid: int) -> int:
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return -1
-    return int(text[text.rindex(")") + 1:].split()[1])
-
-
 def _pids(match) -> list[int]:
-    return [int(d) for d in filter(str.isdigit, os.listdir("/proc")) if match(_cmdline(d))]
+    return [int(d) for d in filter(str.isdigit, os.listdir("/proc")) if match(cmdline(d))]
 
 
 class Cluster:
@@ -73,12 +58,12 @@ class Cluster:
                      and any(a.startswith("--gcs-address=") and a.endswith(gcs) for a in c))
 
     def second_raylet(self) -> list[int]:
-        return [p for p in self.raylets() if any(f"={self.node_port}" in a for a in _cmdline(str(p)))]
+        return [p for p in self.raylets() if any(f"={self.node_port}" in a for a in cmdline(p))]
 
     def workers(self, prefix: str = "ray::") -> list[int]:
         """Ray worker processes of this cluster whose title starts with `prefix` (children of its raylets)."""
         raylets = set(self.raylets())
-        return [p for p in _pids(lambda c: bool(c) and c[0].startswith(prefix)) if _ppid(p) in raylets]
+        return [p for p in _pids(lambda c: bool(c) and c[0].startswith(prefix)) if ppid(p) in raylets]
 
     def stop(self) -> None:
         kill_cluster(self.temp_dir)
