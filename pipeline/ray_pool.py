@@ -92,13 +92,23 @@ class RayPool:
         self._pg, self._slots = None, [(w, workers) for w in range(workers)]
         if gpus_per_worker == 0 and workers > 0:
             self._place_on_cpu_nodes(workers, cpus_per_worker)
-        self.actors = [self._new_actor(w) for w in range(workers)]
-        self.infos = [self._info(a) for a in self.actors]
         self._pending: dict[Any, tuple[int, list, Any]] = {}
         self._load = [0] * workers
         self.restarts = 0  # workers that died and were started again (lost workers, lost nodes)
         self.resent = 0  # work items that were in flight on a dead worker and were sent again
         self._new_infos: dict[int, list] = {}  # restarted worker -> its info refs, not yet taken in
+        self.actors = [self._new_actor(w) for w in range(workers)]
+        self.infos: list[dict] = [{} for _ in range(workers)]
+        for w in range(workers):  # a worker (or its node) lost while starting is started again
+            while True:
+                try:
+                    self.infos[w] = self._info(self.actors[w])
+                    break
+                except Exception as e:
+                    if not _is_engine_death(e):
+                        raise
+                    self._restart(w, e)
+                    self._new_infos.pop(w, None)
 
     def _place_on_cpu_nodes(self, workers: int, cpus_per_worker: float) -> None:
         """CPU workers ask for (almost) no CPU, so Ray alone would put them all on one node: spread them
