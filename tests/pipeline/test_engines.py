@@ -157,7 +157,8 @@ def test_batch_invariant_mode_where_vllm_has_it(monkeypatch):
     GPUs, and the user's own VLLM_BATCH_INVARIANT always wins."""
     from pipeline.engines import BATCH_INVARIANT_ENV, batch_invariant
 
-    monkeypatch.delenv(BATCH_INVARIANT_ENV, raising=False)
+    monkeypatch.setenv(BATCH_INVARIANT_ENV, "")  # recorded, so that the value set below is undone after the test
+    monkeypatch.delenv(BATCH_INVARIANT_ENV)
     assert batch_invariant("cpu") is False and BATCH_INVARIANT_ENV not in os.environ
     assert batch_invariant("cuda", (7, 5)) is False and BATCH_INVARIANT_ENV not in os.environ
     assert batch_invariant("cuda", (9, 0)) is True and os.environ[BATCH_INVARIANT_ENV] == "1"
