@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-$(FLAVOUR)-$(shell cat pyproject.toml Makefile | sha
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: install demo test bench bench-speech bench-loader clean
+.PHONY: install demo test storm bench bench-speech bench-loader clean
 
 install: $(STAMP)
 
@@ -72,6 +72,12 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# Kill storm at full size: `ssvd run` SIGKILLed STORM_KILLS times at random moments, then compared row by row
+# with an uninterrupted run (docs/faults.md). `make test` runs the same test with 3 kills.
+STORM_KILLS ?= 30
+storm: install
+	SSVD_STORM_KILLS=$(STORM_KILLS) $(PY) -m pytest -q -s tests/integration/test_kill_storm.py $(PYTEST_ARGS)
 
 # Dialogue throughput: ssvd vs. the engine's ceiling vs. Kyutai's lockstep (last line: JSON).
 bench: install

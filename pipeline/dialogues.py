@@ -95,7 +95,10 @@ def role_view(role: str, system: str, forced_start: str, turns: list[Turn]) -> l
 async def _chat(engine: Engine, msgs: list[dict], sampling: Sampling, cfg: DialogueConfig) -> Completion:
     for attempt in range(cfg.retries + 1):
         try:
-            return await engine.chat(msgs, sampling)
+            c = await engine.chat(msgs, sampling)
+            if not c.text and not c.completion_tokens:  # no answer at all (min_tokens >= 1): the engine's fault
+                raise EngineError(f"empty completion (finish reason {c.finish_reason!r})")
+            return c
         except EngineError:
             if attempt == cfg.retries:
                 raise

@@ -162,6 +162,32 @@ def _cuda_available() -> bool:
         return False
 
 
+BATCH_INVARIANT_ENV = "VLLM_BATCH_INVARIANT"
+
+
+def batch_invariant(device: str, capability: tuple[int, int] | None = None) -> bool:
+    """Turn on vLLM's batch-invariant mode where it exists, and say whether it is on.
+
+    With it, a request's tokens do not depend on what else is in the batch, so a dialogue resumed after a
+    kill (in other batches) is the same text. vLLM 0.32 implements it for CUDA-like devices (triton matmul
+    overrides on SM80 (compute capability 8.x) and ROCm, cuBLAS without split-k on SM90/SM100) and XPU
+    (`vllm/model_executor/determinism/batch_invariant.py: enable_batch_invariant_mode`), not for its CPU
+    backend. The user's own $VLLM_BATCH_INVARIANT wins; otherwise it is set on NVIDIA GPUs of compute
+    capability >= 8.0. Recorded in the engine's info (and the run record: `engines`)."""
+    if os.environ.get(BATCH_INVARIANT_ENV, "").strip():
+        return os.environ[BATCH_INVARIANT_ENV].strip() not in ("0", "false", "False")
+    if device != "cuda":
+        return False
+    if capability is None:
+        import torch
+
+        capability = tuple(torch.cuda.get_device_capability())
+    if capability < (8, 0):
+        return False
+    os.environ[BATCH_INVARIANT_ENV] = "1"  # read by vLLM (envs.VLLM_BATCH_INVARIANT) and its engine core
+    return True
+
+
 @dataclass
 class VllmEngine:
     """vLLM's AsyncLLM, in this process (inside a Ray actor in production)."""
@@ -173,6 +199,7 @@ class VllmEngine:
     _ids: itertools.count = field(default_factory=itertools.count)
     _device: str = "cpu"
     _cpu_cores: str | None = None  # the cores its OpenMP threads are bound to (CPU only)
+    _batch_invariant: bool = False
     recorder: list | None = None  # benchmarks: every request as pipeline.replay.Request
 
     @classmethod
@@ -207,11 +234,12 @@ class VllmEngine:
             kwargs["enable_chunked_prefill"] = False
         else:
             kwargs["gpu_memory_utilization"] = options.gpu_memory_utilization
+        invariant = batch_invariant(device)
         guard_descendants()  # the engine-core process dies with this one, however this one dies
         with _cpu_binding(cpu_slot) if device == "cpu" else contextlib.nullcontext() as cores:
             llm = AsyncLLM.from_engine_args(AsyncEngineArgs(**kwargs))
         return cls(model=model, options=options, _llm=llm, _tokenizer=llm.get_tokenizer(), _device=device,
-                   _cpu_cores=cores)
+                   _cpu_cores=cores, _batch_invariant=invariant)
 
     def render(self, messages: list[dict]) -> list[int]:
         ids = self._tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
@@ -273,6 +301,7 @@ class VllmEngine:
             "model_quality": self.model.quality,
             "tokenizer_mode": self.model.tokenizer_mode,
             "load_format": self.model.load_format,
+            "batch_invariant": self._batch_invariant,
             **({"cpu_cores": self._cpu_cores} if self._cpu_cores else {}),
         }
 
@@ -360,8 +389,14 @@ class OpenAIEngine:
 
 
 def create_engine(model: ResolvedModel, options: EngineOptions, cpu_slot: tuple[int, int] = (0, 1)) -> Engine:
+    """The engine; its requests fail as $SSVD_FAULTS says when that is set (tests: pipeline/faults.py)."""
+    from pipeline import faults
+
     if options.kind == "vllm":
-        return VllmEngine.create(model, options, cpu_slot)
-    if options.kind == "openai":
-        return OpenAIEngine.create(model, options)
-    raise ValueError(f"unknown engine {options.kind!r}: use 'vllm' or 'openai'")
+        engine: Engine = VllmEngine.create(model, options, cpu_slot)
+    elif options.kind == "openai":
+        engine = OpenAIEngine.create(model, options)
+    else:
+        raise ValueError(f"unknown engine {options.kind!r}: use 'vllm' or 'openai'")
+    plan = faults.plan()
+    return faults.FaultyEngine(engine, plan) if plan and plan.rate("engine") > 0 else engine

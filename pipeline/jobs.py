@@ -14,6 +14,7 @@ from pipeline.engines import EngineOptions
 from pipeline.models import ResolvedModel, resolve_model
 from pipeline.ray_pool import KeptPool
 from pipeline.runner import RunOptions, Summary, run_stage
+from pipeline.runstate import RunState
 
 log = logging.getLogger("ssvd")
 
@@ -77,12 +78,17 @@ def run_dialogue_job(
 
     def factory():
         if kept is not None:
-            return kept.get(("dialogues", args, user, assistant, dcfg), make)
-        holder["pool"] = make()
+            holder["used"] = kept.get(("dialogues", args, user, assistant, dcfg), make)
+            return holder["used"]
+        holder["pool"] = holder["used"] = make()
         return holder["pool"]
 
     try:
         summary = run_stage(stage, out, factory, opts)
+        pool = holder.get("used")
+        if pool is not None:  # what the engines ran on (device, batch-invariant mode, cores), and lost workers
+            RunState(out, stage.name).note(engines=pool.infos, worker_restarts=getattr(pool, "restarts", 0),
+                                           items_resent=getattr(pool, "resent", 0))
     finally:
         if "pool" in holder:
             holder["pool"].shutdown()

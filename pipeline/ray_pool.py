@@ -85,18 +85,30 @@ class RayPool:
 
             worker_cls = DialogueWorker
         self._ray = ray
-        self._cls = ray.remote(guarded(worker_cls))
+        self._cls = ray.remote(_located(guarded(worker_cls)))
         self._options = dict(num_cpus=cpus_per_worker, num_gpus=gpus_per_worker, max_concurrency=max_concurrency)
         self.spec = spec
         self.size = workers
         self._pg, self._slots = None, [(w, workers) for w in range(workers)]
         if gpus_per_worker == 0 and workers > 0:
             self._place_on_cpu_nodes(workers, cpus_per_worker)
-        self.actors = [self._new_actor(w) for w in range(workers)]
-        self.infos = ray.get([a.info.remote() for a in self.actors])
         self._pending: dict[Any, tuple[int, list, Any]] = {}
         self._load = [0] * workers
-        self.restarts = 0
+        self.restarts = 0  # workers that died and were started again (lost workers, lost nodes)
+        self.resent = 0  # work items that were in flight on a dead worker and were sent again
+        self._new_infos: dict[int, list] = {}  # restarted worker -> its info refs, not yet taken in
+        self.actors = [self._new_actor(w) for w in range(workers)]
+        self.infos: list[dict] = [{} for _ in range(workers)]
+        for w in range(workers):  # a worker (or its node) lost while starting is started again
+            while True:
+                try:
+                    self.infos[w] = self._info(self.actors[w])
+                    break
+                except Exception as e:
+                    if not _is_engine_death(e):
+                        raise
+                    self._restart(w, e)
+                    self._new_infos.pop(w, None)
 
     def _place_on_cpu_nodes(self, workers: int, cpus_per_worker: float) -> None:
         """CPU workers ask for (almost) no CPU, so Ray alone would put them all on one node: spread them
@@ -154,16 +166,27 @@ class RayPool:
             self._load[w] -= len(items)
             try:
                 out.append((ref, self._ray.get(ref)))
-            except Exception as e:  # the actor died or its engine did: restart it, resend the chunk
+            except Exception as e:  # the actor died or its engine did (or its node): restart it, resend the chunk
                 if not _is_engine_death(e):
                     raise
                 if self.actors[w] is actor:  # not yet restarted by another of its failed chunks
                     self._restart(w, e)
+                self.resent += len(items)
+                logging.getLogger("ssvd").warning("worker %d lost %d items in flight; sent again (%d so far)",
+                                                  w, len(items), self.resent)
                 self.submit(items)
+        if self._new_infos:
+            self._take_new_infos()
         return out
 
     def _restart(self, w: int, error: Exception) -> None:
         self.restarts += 1
+        info = self.infos[w] if w < len(self.infos) else {}
+        first = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
+        logging.getLogger("ssvd").warning(
+            "worker %d (pid %s on node %s) died: %s: %s; starting a new one (restart %d; its node may be gone: "
+            "the new one goes wherever the cluster has room)", w, info.get("pid", "?"), info.get("node_ip", "?"),
+            type(error).__name__, first, self.restarts)
         if self.restarts > self.MAX_RESTARTS * self.size:
             raise RuntimeError(f"workers keep dying ({self.restarts} restarts); last error: {error}") from error
         try:
@@ -171,6 +194,23 @@ class RayPool:
         except Exception:
             pass
         self.actors[w] = self._new_actor(w)
+        actor = self.actors[w]
+        self._new_infos[w] = [actor.info.remote(), actor.ray_node.remote()]  # taken in by wait() when ready
+
+    def _info(self, actor: Any) -> dict:
+        """The worker's info, with the node it runs on."""
+        info, where = self._ray.get([actor.info.remote(), actor.ray_node.remote()])
+        return {**info, **where}
+
+    def _take_new_infos(self) -> None:
+        for w, refs in list(self._new_infos.items()):
+            if len(self._ray.wait(refs, num_returns=len(refs), timeout=0)[0]) == len(refs):
+                del self._new_infos[w]
+                try:
+                    info, where = self._ray.get(refs)
+                    self.infos[w] = {**info, **where}
+                except Exception:  # it died too: its chunk says so
+                    pass
 
     def shutdown(self) -> None:
         for a in self.actors:
@@ -183,6 +223,20 @@ class RayPool:
 
             remove_placement_group(self._pg)
             self._pg = None
+
+
+def _located(worker_cls: type) -> type:
+    """`worker_cls` with `ray_node()`: the Ray node its actor runs on (for the pool's infos and reports)."""
+
+    class Located(worker_cls):  # type: ignore[misc, valid-type]
+        def ray_node(self) -> dict:
+            import ray
+
+            return {"node_id": ray.get_runtime_context().get_node_id(), "node_ip": ray.util.get_node_ip_address()}
+
+    Located.__name__, Located.__qualname__ = worker_cls.__name__, worker_cls.__qualname__
+    Located.__doc__ = worker_cls.__doc__
+    return Located
 
 
 def _is_engine_death(e: Exception) -> bool:

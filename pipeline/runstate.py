@@ -94,6 +94,12 @@ class RunState:
         rec["state"] = "running"
         write_json_atomic(self.path, rec)
 
+    def note(self, **fields) -> None:
+        """Add facts about the run (not its config: they do not decide whether a resume may continue)."""
+        rec = self.load() or {}
+        rec.update(fields)
+        write_json_atomic(self.path, rec)
+
     def finish(self, summary: dict) -> None:
         rec = self.load() or {}
         rec.update(state="complete", finished=_now(), summary=summary)

@@ -6,7 +6,7 @@ error, never a crash of the run. `check_speech_spec` checks the backends' settin
 cfg_coef, every voice file) in the driver before any worker starts or any dialogue is read.
 
 Each turn gets its own seed, `turn_seed(dialogue seed, turn index)`, which a backend that samples
-(kyutai) uses alone for that turn: a turn's audio does not depend on the chunk it was spoken in.
+(kyutai, piper) uses alone for that turn: a turn's audio does not depend on the chunk it was spoken in.
 """
 from __future__ import annotations
 
@@ -14,10 +14,13 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 
+from pipeline import faults
 from pipeline.stage_input import RowItem
 from pipeline.types import SpeechSample, dialogue_from_row, stable_int
 from tts.voices import VoiceConfig, parse_voice
 
+TTS_ATTEMPTS = 3  # a TTS call that fails (not for its input) is tried this many times in all, with backoff
+RETRY_BACKOFF_S = 0.5
 KYUTAI_SETUP_KEYS = ("hf_repo", "voice_repo", "cfg_coef")  # kyutai options that check_setup checks
 
 
@@ -127,13 +130,20 @@ class SpeechWorker:
         batched = hasattr(be, "synthesize_batch")  # kyutai: takes each turn's seed
         if batched:
             try:
+                faults.maybe_fail("speech", tuple(r[2:] for r in reqs))
                 return be.synthesize_batch([r[2] for r in reqs], [r[3] for r in reqs], [r[4] for r in reqs])
             except Exception:
                 pass  # find the culprit one request at a time (each turn still with its own seed)
+
+        def one(text: str, voice: str, seed: int):
+            faults.maybe_fail("speech", (text, voice, seed))
+            return be.synthesize_batch([text], [voice], [seed])[0] if batched else be.synthesize(text, voice, seed=seed)
+
         out = []
         for _, _, text, voice, seed in reqs:
-            try:
-                out.append(be.synthesize_batch([text], [voice], [seed])[0] if batched else be.synthesize(text, voice))
+            try:  # a transient failure (not an error of the text itself) is retried with backoff
+                out.append(faults.retry(lambda: one(text, voice, seed), attempts=TTS_ATTEMPTS,
+                                        backoff_s=RETRY_BACKOFF_S, what=f"{backend} TTS"))
             except Exception as e:
                 out.append(e)
         return out

@@ -12,8 +12,12 @@ import os
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 
-from pipeline.speech_worker import carried
+from pipeline import faults
+from pipeline.speech_worker import RETRY_BACKOFF_S, carried
 from pipeline.stage_input import RowItem
+
+
+CODEC_ATTEMPTS = 3  # a codec batch that fails (not for its input) is tried this many times in all, with backoff
 
 
 @dataclass(frozen=True)
@@ -133,8 +137,13 @@ class TokenWorker:
             except Exception as e:
                 out[k] = self._failed(it, e)
         for batch in _batches(audios, self.spec.max_batch_s * self.codec.sample_rate_hz):
-            try:
-                codes = self.codec.encode_many([a for _, a in batch])
+            def encode(batch=batch):
+                for k, _ in batch:
+                    faults.maybe_fail("tokens", items[k].row["id"])
+                return self.codec.encode_many([a for _, a in batch])
+
+            try:  # a transient failure (out of memory, a device error) is retried with backoff
+                codes = faults.retry(encode, attempts=CODEC_ATTEMPTS, backoff_s=RETRY_BACKOFF_S, what="codec encode")
             except Exception as e:
                 for k, _ in batch:
                     out[k] = self._failed(items[k], e)

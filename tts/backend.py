@@ -20,8 +20,9 @@ class SpeechBackendUnavailable(RuntimeError):
 class SpeechBackend(Protocol):
     name: str
 
-    def synthesize(self, text: str, voice: str) -> Utterance:
-        """Speak `text` with `voice`; one WordSpan per whitespace-separated word of `text`."""
+    def synthesize(self, text: str, voice: str, seed: int = 0) -> Utterance:
+        """Speak `text` with `voice`; one WordSpan per whitespace-separated word of `text`. A backend that
+        samples draws from `seed` alone: the same (text, voice, seed) gives the same utterance."""
 
     def voices(self) -> list[str]:
         """Voice names this backend accepts."""

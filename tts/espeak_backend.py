@@ -14,8 +14,13 @@ phoneme count, else in proportion to those phoneme counts (character counts when
 Silent words ("—") are voiced as a comma and get that pause (tts.normalize.assemble_spans).
 
 eSpeak has one global state per process: everything runs under a module lock. That state carries
-over from call to call (its voice jitter), so repeating a call gives audio that differs by a few
-samples; spans stay within a few ms.
+over from call to call (static variables of its wave generator: flutter phase, echo buffer, Klatt
+noise; `espeak_ng_SetRandSeed` and re-initialising do not reset them), so the same call gave slightly
+different audio depending on what was spoken before; and voices with breath noise (the `+f` variants)
+draw it from libc's `rand()`, which `espeak_Initialize` seeds with the time. Each `synthesize` therefore
+reloads the library (`espeak_Terminate`, dlclose, dlopen, `espeak_Initialize`: about 1 ms) and seeds
+`srand` and `espeak_ng_SetRandSeed` from its `seed` right before synthesis: a turn's audio is a pure
+function of (text, voice, seed), whatever was spoken before it, and whenever.
 """
 from __future__ import annotations
 
@@ -94,6 +99,7 @@ class _Engine:
         lib.espeak_Synth.restype = ctypes.c_int
         lib.espeak_TextToPhonemes.argtypes = [ctypes.POINTER(ctypes.c_char_p), ctypes.c_int, ctypes.c_int]
         lib.espeak_TextToPhonemes.restype = ctypes.c_char_p
+        lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
         lib.espeak_Info.argtypes = [ctypes.POINTER(ctypes.c_char_p)]
         lib.espeak_Info.restype = ctypes.c_char_p
         options = _INITIALIZE_PHONEME_EVENTS | _INITIALIZE_DONT_EXIT
@@ -135,9 +141,13 @@ class _Engine:
                 raise ValueError(f"eSpeak NG has no voice {voice!r} (e.g. {', '.join(VOICES[:3])})")
             self.voice = voice
 
-    def synth(self, text: str, rate: int | None) -> tuple[np.ndarray, list[tuple[int, int, int, str]]]:
+    def synth(self, text: str, rate: int | None, seed: int = 0) -> tuple[np.ndarray, list[tuple[int, int, int, str]]]:
         self.chunks, self.events = [], []
         self.lib.espeak_SetParameter(_PARAM_RATE, int(rate or _DEFAULT_RATE), 0)
+        # Voices with breath (the +f variants) add noise from libc's rand(), which espeak_Initialize seeds
+        # with the time, and from eSpeak's own generator: both seeded from the turn's seed, right before.
+        _LIBC.srand(seed & 0xFFFFFFFF)
+        self.lib.espeak_ng_SetRandSeed(seed & 0x7FFFFFFF)
         data = text.encode("utf-8")
         err = self.lib.espeak_Synth(data, len(data) + 1, 0, _POS_CHARACTER, 0, _CHARS_UTF8 | _ENDPAUSE, None, None)
         if err != 0:
@@ -160,6 +170,7 @@ class _Engine:
 
 
 LOCK = threading.RLock()
+_LIBC = ctypes.CDLL(None)  # the process's C library: srand()
 _ENGINE: _Engine | None = None
 
 
@@ -171,6 +182,19 @@ def _engine() -> _Engine:
         return _ENGINE
 
 
+def _fresh_engine() -> _Engine:
+    """The engine in a freshly loaded library (its static state as at start-up); call under LOCK."""
+    global _ENGINE
+    import _ctypes
+
+    old, _ENGINE = _ENGINE, None
+    if old is not None and old.lib is not None:
+        old.lib.espeak_Terminate()
+        handle, old.lib = old.lib._handle, None
+        _ctypes.dlclose(handle)  # the last reference: the next dlopen starts from the file again
+    return _engine()
+
+
 class EspeakBackend:
     """eSpeak NG voices ("en-us+m3", "en-gb+f3", ...; any name `espeak_SetVoiceByName` accepts)."""
 
@@ -178,9 +202,12 @@ class EspeakBackend:
 
     def __init__(self, rate: int | None = None) -> None:
         self.rate = rate  # words per minute; None: eSpeak's default (175)
-        self._engine = _engine()
         self.sample_rate_hz = self._engine.sample_rate_hz
         self._counts: dict[tuple[str, str], int] = {}
+
+    @property
+    def _engine(self) -> _Engine:
+        return _engine()
 
     def voices(self) -> list[str]:
         return list(VOICES)
@@ -198,16 +225,17 @@ class EspeakBackend:
             "voices": self.voices(),
         }
 
-    def synthesize(self, text: str, voice: str) -> Utterance:
+    def synthesize(self, text: str, voice: str, seed: int = 0) -> Utterance:
+        """`seed` seeds the breath noise of voices that have it: the same (text, voice, seed), the same audio."""
         pairs = normalize_words(text)
         written = [w for w, _ in pairs]
         marks = [clause_mark(w) for w in written]
         spoken_text, token_word, token_start, token_text = _layout(pairs, marks)
 
         with LOCK:
-            engine = self._engine
+            engine = _fresh_engine()
             engine.set_voice(voice)
-            audio16, events = engine.synth(spoken_text, self.rate) if token_word else (np.zeros(0, np.int16), [])
+            audio16, events = engine.synth(spoken_text, self.rate, seed) if token_word else (np.zeros(0, np.int16), [])
             duration_s = len(audio16) / self.sample_rate_hz
             token_spans = _token_spans(events, token_start, token_text, duration_s, lambda t: self._count(voice, t))
 

@@ -14,10 +14,13 @@ its quietest point, punctuation pauses stay outside every word; silent words ("â
 they stand for (tts.normalize.assemble_spans).
 
 Audio is generated one sentence per model call, like piper does, and concatenated, then scaled to
-a 0.95 peak. Piper's VITS samples noise (noise_scale, noise_w) that onnxruntime does not let us
-seed: two calls on the same text differ slightly in audio and durations, but the spans always
-describe the audio they come with (both come from the same model run). The ONNX session and the
-phonemizer are loaded once per instance; `synthesize` is thread-safe.
+a 0.95 peak. Piper's VITS samples noise (noise_scale, noise_w) with two `RandomNormalLike` nodes,
+whose onnxruntime generators are seeded once per session and advance with every call (onnxruntime's
+`set_seed` only fixes where a new session starts). So the graph is patched (`_seed_noise`): each node
+becomes a slice of a graph input filled by numpy from a seed, and a turn's audio and word spans are a
+pure function of (text, voice, seed): seed = `synthesize(..., seed=)` (the speech worker passes each
+turn's seed), sentence k of a turn uses (seed, k). The ONNX session and the phonemizer are loaded
+once per instance; `synthesize` is thread-safe.
 """
 from __future__ import annotations
 
@@ -107,12 +110,46 @@ def _cut_gap(audio: np.ndarray, a: int, b: int, speech_level: float, window: int
     return cut, cut
 
 
+NOISE_INPUT = "ssvd_noise_{}"
+
+
+def _seed_noise(model) -> list[str]:
+    """Replace every `RandomNormalLike(x)` of the graph by `Reshape(Slice(noise_k, 0, size(x)), shape(x))`,
+    `noise_k` a new 1-D float input: the caller supplies the noise, so it can seed it. Returns the new
+    inputs' names, in node order (empty for a graph without random nodes)."""
+    from onnx import TensorProto, helper
+
+    graph, names, nodes = model.graph, [], []
+    for node in graph.node:
+        if node.op_type != "RandomNormalLike":
+            nodes.append(node)
+            continue
+        k = len(names)
+        name = NOISE_INPUT.format(k)
+        names.append(name)
+        graph.input.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, ["noise_len_%d" % k]))
+        p = f"/ssvd_noise_{k}/"
+        shape, size = p + "shape", p + "size"
+        zero = helper.make_tensor(p + "zero", TensorProto.INT64, [1], [0])
+        graph.initializer.append(zero)
+        nodes += [
+            helper.make_node("Shape", [node.input[0]], [shape], name=p + "Shape"),
+            helper.make_node("ReduceProd", [shape], [size], name=p + "ReduceProd", keepdims=1),
+            helper.make_node("Slice", [name, zero.name, size], [p + "flat"], name=p + "Slice"),
+            helper.make_node("Reshape", [p + "flat", shape], [node.output[0]], name=p + "Reshape"),
+        ]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return names
+
+
 class PiperBackend:
     """Piper voice with measured word spans. Voices: `<base>`, `<base>-slow`, `<base>-fast`
     (the same speaker at length_scale x1, x1.25, x0.8: about 13% slower / faster speech, as the
     durations are whole frames); the base is "joe" for the default model."""
 
     name = "piper"
+    noise_frames_per_id = 16  # noise drawn for this many frames per phoneme id (0.19 s) at first; more if short
 
     def __init__(
         self,
@@ -143,6 +180,7 @@ class PiperBackend:
             add_alignment_output(model)
         except ValueError:
             pass  # already exposes the durations (checked below)
+        self._noise_inputs = _seed_noise(model)
         options = onnxruntime.SessionOptions()
         if num_threads:
             options.intra_op_num_threads = num_threads
@@ -186,10 +224,12 @@ class PiperBackend:
             "length_scale": self.length_scale,
             "noise_scale": self.noise_scale,
             "noise_w_scale": self.noise_w_scale,
+            "noise": "seeded: numpy PCG64 standard_normal of (turn seed, sentence, node)",
             "voices": self.voices(),
         }
 
-    def synthesize(self, text: str, voice: str) -> Utterance:
+    def synthesize(self, text: str, voice: str, seed: int = 0) -> Utterance:
+        """`seed` picks the synthesis noise: the same (text, voice, seed) gives the same audio and spans."""
         scale = self._length_scale(voice)
         pairs = normalize_words(text)
         written = [w for w, _ in pairs]
@@ -200,11 +240,11 @@ class PiperBackend:
         audio_parts: list[np.ndarray] = []
         measured: list[tuple[float, float] | None] = [None] * len(written)
         offset = 0
-        for chunk in self._sentences(marks):
+        for k, chunk in enumerate(self._sentences(marks)):
             if not any(phonemes[i] for i in chunk) and not any(marks[i] for i in chunk):
                 continue
             ids, owner, speech = self._ids(chunk, phonemes, marks)
-            audio, samples = self._run(ids, scale)
+            audio, samples = self._run(ids, scale, (seed, k))
             for i, (a, b) in self._chunk_spans(ids, owner, speech, audio, samples).items():
                 measured[i] = ((a + offset) / self.sample_rate_hz, (b + offset) / self.sample_rate_hz)
             audio_parts.append(audio)
@@ -412,8 +452,8 @@ class PiperBackend:
                 spans[i][1], spans[j][0] = end, start
         return {i: (a, b) for i, (a, b) in spans.items()}
 
-    def _run(self, ids: list[int], length_scale: float) -> tuple[np.ndarray, np.ndarray]:
-        """Audio and samples per phoneme id, from one model call."""
+    def _run(self, ids: list[int], length_scale: float, seed: tuple[int, int] = (0, 0)) -> tuple[np.ndarray, np.ndarray]:
+        """Audio and samples per phoneme id, from one model call whose noise is drawn from `seed`."""
         args = {
             "input": np.asarray([ids], dtype=np.int64),
             "input_lengths": np.asarray([len(ids)], dtype=np.int64),
@@ -421,7 +461,19 @@ class PiperBackend:
         }
         if self._config.num_speakers > 1:
             args["sid"] = np.asarray([self._config.default_speaker_id], dtype=np.int64)
-        audio, frames = self._voice.session.run(None, args)[:2]
+        frames_per_id = self.noise_frames_per_id
+        while True:
+            for n, name in enumerate(self._noise_inputs):
+                size = len(ids) * (8 if n == 0 else 256 * frames_per_id)  # duration noise [1,2,ids]; z [1,192,frames]
+                rng = np.random.default_rng([abs(int(seed[0])), int(seed[1]), n])
+                args[name] = rng.standard_normal(size, dtype=np.float32)  # a prefix of one stream per (seed, node)
+            try:
+                audio, frames = self._voice.session.run(None, args)[:2]
+                break
+            except Exception as e:  # the noise was shorter than the frames the model made: more of the same stream
+                if "/ssvd_noise_" not in str(e) or frames_per_id >= 4096:
+                    raise
+                frames_per_id *= 4
         audio = np.asarray(audio, dtype=np.float32).reshape(-1)
         samples = (np.asarray(frames).reshape(-1) * self._config.hop_length).astype(np.int64)
         if samples.shape[0] != len(ids) or int(samples.sum()) != audio.shape[0]:

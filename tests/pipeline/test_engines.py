@@ -150,3 +150,23 @@ def test_cpu_cores_are_shared_out_between_engines():
     # this machine: every allowed core is in exactly one group
     mine = sorted(os.sched_getaffinity(0))
     assert sorted(c for g in numa_nodes(mine) for c in g) == mine
+
+
+def test_batch_invariant_mode_where_vllm_has_it(monkeypatch):
+    """vLLM's batch-invariant mode: on for NVIDIA GPUs of compute capability >= 8.0, off on the CPU and older
+    GPUs, and the user's own VLLM_BATCH_INVARIANT always wins."""
+    from pipeline.engines import BATCH_INVARIANT_ENV, batch_invariant
+
+    monkeypatch.setenv(BATCH_INVARIANT_ENV, "")  # recorded, so that the value set below is undone after the test
+    monkeypatch.delenv(BATCH_INVARIANT_ENV)
+    assert batch_invariant("cpu") is False and BATCH_INVARIANT_ENV not in os.environ
+    assert batch_invariant("cuda", (7, 5)) is False and BATCH_INVARIANT_ENV not in os.environ
+    assert batch_invariant("cuda", (9, 0)) is True and os.environ[BATCH_INVARIANT_ENV] == "1"
+    monkeypatch.setenv(BATCH_INVARIANT_ENV, "0")
+    assert batch_invariant("cuda", (9, 0)) is False
+    monkeypatch.setenv(BATCH_INVARIANT_ENV, "1")
+    assert batch_invariant("cpu") is True  # asked for: vLLM decides what it can do
+
+
+def test_engine_info_records_batch_invariance(tiny_engine):
+    assert tiny_engine.info()["batch_invariant"] is False  # vLLM's CPU backend has no batch-invariant mode
