@@ -88,6 +88,13 @@ class RunState:
         rec = old or {"stage": self.stage, "config": config, "config_hash": h, "created": _now()}
         rec["last_started"] = _now()
         rec["state"] = "running"
+        rec.pop("progress", None)  # the measures of an earlier run
+        write_json_atomic(self.path, rec)
+
+    def progress(self, measures: dict) -> None:
+        """This run's measures so far (pipeline/progress.py), for `ssvd status` while it runs or after it died."""
+        rec = self.load() or {}
+        rec["progress"] = {**measures, "updated": _now()}
         write_json_atomic(self.path, rec)
 
     def finish(self, summary: dict) -> None:
