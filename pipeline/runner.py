@@ -155,6 +155,7 @@ def run_stage(stage: Stage, out_dir: Path, pool_factory, opts: RunOptions) -> Su
     def start_pool():
         nonlocal pool
         if pool is None:
+            bar.set_postfix_str("starting workers", refresh=True)
             t = time.monotonic()
             pool = pool_factory()
             meter.startup_s += time.monotonic() - t

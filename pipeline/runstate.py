@@ -95,9 +95,13 @@ class RunState:
         """This run's measures so far (pipeline/progress.py), for `ssvd status` while it runs or after it died."""
         rec = self.load() or {}
         rec["progress"] = {**measures, "updated": _now()}
+        if measures.get("rows"):
+            rec["measured"] = rec["progress"]
         write_json_atomic(self.path, rec)
 
     def finish(self, summary: dict) -> None:
         rec = self.load() or {}
         rec.update(state="complete", finished=_now(), summary=summary)
+        if (summary.get("run") or {}).get("rows"):  # the latest run that did work: its rates stay
+            rec["measured"] = {**summary["run"], "updated": rec["finished"]}
         write_json_atomic(self.path, rec)
