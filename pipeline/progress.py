@@ -1,6 +1,6 @@
 """What a stage run measures about itself: rows, generated tokens and audio seconds per second, and an ETA.
 
-Rates count only the work this run did (rows its workers returned), never rows skipped on resume;
+Rates count only the work this run did (rows it wrote), never rows skipped on resume;
 the time to start the workers (engine or codec loading) is measured apart, so that the rate is the
 one of the work itself and `startup_s + rows / rows_per_s` reproduces the wall time. The run record
 (`_<stage>.run.json`) carries these figures: `progress` while the run goes, `summary.run` once it
@@ -46,7 +46,7 @@ class Meter:
     total: int | None = None  # rows the stage will hold (the bar's total), when known
     t0: float = field(default_factory=time.monotonic)
     startup_s: float = 0.0  # spent starting workers
-    rows: int = 0  # rows returned by workers in this run
+    rows: int = 0  # rows this run wrote
     generated_tokens: int = 0
     audio_s: float = 0.0
     done: int = 0  # rows accounted for so far, skipped ones included (the bar's position)

@@ -227,6 +227,7 @@ def run_stage(stage: Stage, out_dir: Path, pool_factory, opts: RunOptions) -> Su
                     continue
                 buffers[i].append(entry)
                 summary.add(entry)
+                meter.add(entry)  # written by this run too (no worker: a benchmark row, a counted rejection)
                 advance(1)
                 continue
             if entry.id in done:
