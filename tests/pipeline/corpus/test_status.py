@@ -22,7 +22,9 @@ def test_a_complete_corpus_is_all_done(corpus_dir):
             assert r["eta_s"] == 0.0
             m = r["rate"]
             assert m is not None and m["rows"] > 0 and m["rows_per_s"] > 0 and m["workers"] >= 0, (s["name"], r)
-            assert m["rows_per_s"] == pytest.approx(m["rows"] / (m["elapsed_s"] - m["startup_s"]), rel=0.05)
+            work = m["elapsed_s"] - m["startup_s"]
+            if work > 1:  # figures are rounded to 1 ms
+                assert m["rows_per_s"] == pytest.approx(m["rows"] / work, rel=0.01)
             if r["stage"] == "dialogues" and s["name"] != "tallyqa":
                 assert m["tokens_per_s"] > 0 and m["generated_tokens"] > 0
             if r["stage"] == "speech":
