@@ -10,6 +10,7 @@ manifest's full inputs:
   `limit` and `replicas` (and `--rows`) applied. Where they say it is recorded in `input_rows_from`.
 - every additive quantity (dialogue rows, accepted dialogues, messages, tokens, audio, bytes) scales
   with the number of dialogues the split will run: total = sample x (full dialogues / sample dialogues);
+  a shard file's fixed part (schema, footer) is counted once per file, as many as the sample's;
 - wall time per stage = the start the sample measured (engines, codecs; once per phase, as `ssvd run`
   keeps its pools across splits) + the sample's work time x that factor x sample workers / K
   (linear in workers: each worker its own engine or codec on its own share of the machine).
@@ -150,10 +151,15 @@ def measure_stage(d: Path, stage: str) -> dict[str, Any] | None:
     ok = [s == "ok" for s in status]
     gen = [g if g is not None else c for g, c in zip(per.get("generated_tokens", [None] * len(status)),
                                                        per.get("completion_tokens", [0] * len(status)))]
-    out = {"rows": len(status), "ok": sum(ok), "bytes": sum(f.stat().st_size for f in files),
+    size = sum(f.stat().st_size for f in files)
+    # a shard file costs a fixed footer/schema besides its rows (a tiny sample is mostly that): it is
+    # counted once per file (as many files as the sample: one per input shard), the rest per row
+    fixed = len(files) * _empty_shard_bytes(stage)
+    out = {"rows": len(status), "ok": sum(ok), "bytes": size, "fixed_bytes": min(fixed, size),
            "measured": rec.get("measured")}
+    per_row = max(size - fixed, 0) / max(len(status), 1)
     vals: dict[str, list[float]] = {"rows": [1.0] * len(status), "ok": [float(x) for x in ok],
-                                    "bytes": [out["bytes"] / max(len(status), 1)] * len(status)}
+                                    "bytes": [per_row] * len(status)}
     if stage == "dialogues":
         pairs = per.get("num_pairs", [0] * len(status))
         comp = per.get("completion_tokens", [0] * len(status))
@@ -165,6 +171,20 @@ def measure_stage(d: Path, stage: str) -> dict[str, Any] | None:
         vals["audio_s"] = [float(x or 0.0) * k for x, k in zip(per["duration_s"], ok)]
     out["values"] = vals
     return out
+
+
+def _empty_shard_bytes(stage: str) -> int:
+    """Bytes of a shard file of `stage` with no row (schema, footer), written as the ShardStore writes."""
+    import io
+
+    import pyarrow as pa
+
+    from pipeline.corpus.verify import SCHEMAS
+
+    buf = io.BytesIO()
+    with pq.ParquetWriter(buf, SCHEMAS[stage], compression="zstd") as w:
+        w.write_table(pa.Table.from_pylist([], schema=SCHEMAS[stage]))
+    return len(buf.getvalue())
 
 
 def _sum_and_se(values: list[float], factor: float) -> tuple[float, float | None]:
@@ -245,6 +265,7 @@ def _extrapolate(m, every: list[Unit], root: Path, args: EstimateArgs, ran: bool
                     k, tot, se = "audio_h", tot / 3600, None if se is None else se / 3600
                 row[k] = round(tot, 3)
                 row[f"{k}_se"] = None if se is None else round(se, 3)
+            row["bytes"] = round(row["bytes"] + ms["fixed_bytes"], 3)
             row["wall_s"], row["rate"] = _wall(ms.get("measured"), f, args, started, stage)
             entry["stages"].append(row)
             totals["bytes"][stage] = totals["bytes"].get(stage, 0) + row["bytes"]
