@@ -451,7 +451,7 @@ def status(
     corpus: CorpusDir,
     as_json: Annotated[bool, typer.Option("--json", help="Print the status as JSON.")] = False,
 ) -> None:
-    """Per split and stage: done, running, interrupted or pending; rows ok/rejected/failed; left."""
+    """Per split and stage: done, running, interrupted or pending; rows ok/rejected/failed; left; the measured rate of its latest run and the ETA of what is left."""
     from pipeline.corpus.status import corpus_status, format_status
 
     try:
@@ -459,6 +459,36 @@ def status(
     except (ValueError, FileNotFoundError) as e:
         _fail(e)
     typer.echo(json.dumps(st, indent=2) if as_json else format_status(st))
+
+
+@app.command()
+def estimate(
+    manifest: Annotated[Path, typer.Argument(help="Corpus manifest YAML to estimate (as for `ssvd run`).")],
+    sample: Annotated[int, typer.Option("--sample", min=1, help="Inputs per split to run and measure (`ssvd run --limit N`).")] = 4,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Workers per stage to estimate the wall time for (time scales as 1/K).")] = 1,
+    sample_workers: Annotated[int, typer.Option("--sample-workers", min=0, help="Workers the sample runs with (as `ssvd run --workers`).")] = 1,
+    rows: Annotated[Optional[int], typer.Option("--rows", min=1, help="Extrapolate to this many input rows per split (default: all the inputs, the manifest's limits applied).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Keep the sample corpus here (default: a temporary directory; an existing sample resumes).")] = None,
+    from_corpus: Annotated[Optional[Path], typer.Option("--from", help="Run nothing: read this existing (partial) corpus of the manifest as the sample.")] = None,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+    ray_address: RayAddress = None,
+    no_progress: NoProgress = False,
+    verbose: Verbose = False,
+) -> None:
+    """Before a launch: dialogues, messages, tokens, audio hours, bytes and wall time per stage of the whole manifest, extrapolated from a measured sample (table on stderr, JSON on stdout)."""
+    from pipeline.corpus.estimate import EstimateArgs, estimate as run_estimate, format_estimate
+    from pipeline.corpus.run import CorpusBusy, CorpusMismatch
+    from pipeline.manifest import ManifestError
+
+    _setup(verbose)
+    try:
+        e = run_estimate(manifest, EstimateArgs(sample=sample, workers=workers, sample_workers=sample_workers, rows=rows,
+                                                sample_dir=out, from_corpus=from_corpus, device=device,
+                                                ray_address=ray_address, progress=not no_progress, verbose=verbose))
+    except (ManifestError, CorpusMismatch, CorpusBusy, ValueError, FileNotFoundError, RuntimeError) as err:
+        _fail(err)
+    typer.echo(format_estimate(e), err=True)
+    typer.echo(json.dumps(e))
 
 
 @app.command()

@@ -8,10 +8,16 @@ Measured in one run, on the same model and machine, over the same requests:
 - lockstep: a second engine instance with prefix caching off replaying the same requests in
             Kyutai's schedule: fixed batches of 64 dialogues, one message per step, each step
             waiting for its longest message.
+- released: the released generator's own engine (`--baseline hf-lockstep`; by default whenever the
+            model is a local transformers folder, e.g. builtin:smollm2): the same requests through
+            Hugging Face transformers `generate` in left-padded batches of 64 dialogues, one message
+            per step, no KV reuse across steps (pipeline/replay_hf.py). `ratio_vs_released` is its
+            generation time over ssvd's; `ratio_vs_released_with_start` adds each side's model/engine start.
 Message lengths follow a fixed distribution drawn from each dialogue's seed (`ignore_eos`),
 prompts are the real rendered instructions over the fixture captions.
 
 The last line printed is one JSON object (ratios, tokens/s, prefix-cache hit rate, peak memory).
+Without --verbose, only our progress lines (stderr) and the JSON are printed.
 `lockstep_vs_ceiling` is the engine's own bound on `ratio_vs_lockstep`: what a scheduler running exactly
 at the ceiling would reach (more only through prefix-cache hits the ceiling's replay does not get).
 Run: `make bench` or `python bench/dialogue_throughput.py --help`.
@@ -50,6 +56,11 @@ def parse() -> argparse.Namespace:
     p.add_argument("--source", default="pixmo")
     p.add_argument("--instruction", default="COMB")
     p.add_argument("--skip-lockstep", action="store_true")
+    p.add_argument("--baseline", default="auto", choices=["auto", "hf-lockstep", "none"],
+                   help="the released generator's engine as an arm: hf-lockstep (transformers generate), none, or "
+                        "auto (hf-lockstep when the model is a local transformers folder)")
+    p.add_argument("--hf-batch", type=int, default=64, help="dialogues per transformers batch (the released 64)")
+    p.add_argument("--verbose", action="store_true", help="show vLLM, Ray and transformers logs")
     p.add_argument("--padded-lockstep", action="store_true",
                    help="also time lockstep with HF-style padding: every message of a step runs to the step's longest")
     p.add_argument("--memory-scan", type=int, default=0, metavar="N",
@@ -118,6 +129,17 @@ def memory_scan(a: argparse.Namespace) -> None:
         "worker": round(big["worker_peak_rss_mib"] / small["worker_peak_rss_mib"], 3)}, "runs": out}))
 
 
+def _released(a: argparse.Namespace, model, requests: list, gpus: float, log) -> dict:
+    from pipeline.replay_hf import hf_lockstep
+
+    import torch
+
+    device = "cuda" if gpus and torch.cuda.is_available() else "cpu"
+    log(f"released: transformers generate, left-padded batches of {a.hf_batch} dialogues, one message per step, "
+        f"no KV reuse across steps ({device})...")
+    return hf_lockstep(model.path, requests, a.hf_batch, device=device, verbose=a.verbose)
+
+
 def main() -> None:
     a = parse()
     from pipeline.jobs import default_env
@@ -138,6 +160,12 @@ def main() -> None:
     from pipeline.workers import RayPool, WorkerSpec, init_ray, peak_rss_mib
 
     model = resolve_model(a.model)
+    from pipeline.replay_hf import has_hf_weights
+
+    hf = a.baseline == "hf-lockstep" or (a.baseline == "auto" and has_hf_weights(model.path))
+    if hf and not has_hf_weights(model.path):
+        sys.exit(f"--baseline hf-lockstep: {a.model} ({model.path}) is not a local transformers folder "
+                 "(config.json + safetensors)")
     source = open_source(a.source, a.captions)
     n_captions = sum(1 for s in source.shards for r in source.iter_shard(s.index) if not hasattr(r, "reason"))
     replicas = math.ceil(a.dialogues / n_captions)
@@ -147,7 +175,7 @@ def main() -> None:
     opts = EngineOptions(kind=a.engine, device=a.device, max_model_len=a.max_model_len)
     stage = DialogueStage(source=source, instruction=a.instruction, run_seed=0, replicas=replicas, limit=limit,
                           dialogue=dcfg, models={"user": {"name": a.model}, "assistant": {"name": a.model}})
-    init_ray(None)
+    init_ray(None, verbose=a.verbose)
     n_gpus = int(ray.cluster_resources().get("GPU", 0))
     gpus = 1.0 if n_gpus > 0 else 0.0
     if a.workers <= 0:
@@ -155,8 +183,10 @@ def main() -> None:
     log = lambda *x: print(*x, file=sys.stderr, flush=True)  # noqa: E731
 
     # --- ssvd: the real stage runner over Ray workers ---------------------------------------
+    t0 = time.perf_counter()
     pool = RayPool(WorkerSpec(model, model, opts, dcfg), a.workers, gpus_per_worker=gpus)
     ray.get([w.record.remote(True) for w in pool.actors])
+    start_s = time.perf_counter() - t0
     with tempfile.TemporaryDirectory() as out:
         log(f"ssvd: {limit * replicas} dialogues on {a.workers} worker(s)...")
         t0 = time.perf_counter()
@@ -191,8 +221,13 @@ def main() -> None:
             padded_s = ray.get(lpool.actors[0].replay.remote(requests, "lockstep-padded", a.lockstep_batch))["elapsed_s"]
         lpool.shutdown()
 
+    # --- released: the released generator's engine, transformers generate in lockstep -----------
+    hf_s, hf = float("nan"), hf and _released(a, model, requests, gpus, log)
+    if hf:
+        hf_s = hf["elapsed_s"]
+
     tps = {k: round(completion / v, 1) for k, v in (("ssvd", ssvd_s), ("ceiling", ceiling_s), ("lockstep", lock_s),
-                                                     ("lockstep_padded", padded_s))
+                                                     ("lockstep_padded", padded_s), ("released", hf_s))
            if v == v}
     result = {
         "ratio_vs_ceiling": round(ceiling_s / ssvd_s, 3),
@@ -200,10 +235,14 @@ def main() -> None:
         "ratio_vs_lockstep_padded": round(padded_s / ssvd_s, 3) if padded_s == padded_s else None,
         # the engine's own bound: what ratio_vs_lockstep a scheduler running exactly at the ceiling would get
         "lockstep_vs_ceiling": round(lock_s / ceiling_s, 3) if lock_s == lock_s else None,
+        "ratio_vs_released": round(hf_s / ssvd_s, 3) if hf else None,
+        "ratio_vs_released_with_start": round((hf["load_s"] + hf_s) / (start_s + ssvd_s), 3) if hf else None,
         "tokens_per_s": tps,
         "seconds": {"ssvd": round(ssvd_s, 2), "ceiling": round(ceiling_s, 2),
                     "lockstep": round(lock_s, 2) if lock_s == lock_s else None,
-                    "lockstep_padded": round(padded_s, 2) if padded_s == padded_s else None},
+                    "lockstep_padded": round(padded_s, 2) if padded_s == padded_s else None,
+                    "released": round(hf_s, 2) if hf else None,
+                    "ssvd_start": round(start_s, 2), "released_load": round(hf["load_s"], 2) if hf else None},
         "engine": a.engine,
         "model": a.model,
         "device": "cuda" if gpus else "cpu",
@@ -215,6 +254,7 @@ def main() -> None:
         "prefix_cache_hit_rate": round(cached / max(prompt, 1), 4),
         "peak_rss_mib": {"driver": round(peak_rss_mib(), 1), "worker": round(worker_rss, 1)},
         "ceiling_detail": ceil,
+        "released_detail": {k: v for k, v in hf.items() if k not in ("elapsed_s", "load_s")} if hf else None,
     }
     print(json.dumps(result))
 

@@ -153,6 +153,7 @@ async def generate_dialogue(
                                         min_tokens=cfg.min_new_tokens, ignore_eos=cfg.ignore_eos, tag=(item.id, n),
                                         repetition_penalty=repetition_penalty(cfg, engines[role].model))
                     c = await _chat(engines[role], msgs, sampling, cfg)
+                    d.generated_tokens += c.completion_tokens
                     text, finish, used = _finished_text(c, cfg)
                     bad = None if cfg.ignore_eos else check_message(text, role, finish, used, said[role], fcfg)
                     if not bad:

@@ -16,6 +16,7 @@ from typing import Any, Iterator, Protocol
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.progress import Meter
 from pipeline.shards import ShardStore
 from pipeline.runstate import RunState
 
@@ -67,17 +68,31 @@ class Summary:
     items_skipped: int = 0
     status: Counter = field(default_factory=Counter)
     reasons: Counter = field(default_factory=Counter)
-    completion_tokens: int = 0
+    completion_tokens: int = 0  # of the stored turns, whatever the row's status
     prompt_tokens: int = 0
+    # Token accounting of the work: all completion tokens generated, those in accepted dialogues'
+    # stored turns, and the rest (rejected messages, redraws, rejected or failed dialogues).
+    generated_tokens: int = 0
+    kept_tokens: int = 0
+    wasted_tokens: int = 0
     audio_s: float = 0.0
     elapsed_s: float = 0.0
+    run: dict = field(default_factory=dict)  # this run's own measures (pipeline/progress.py)
 
     def add(self, row: dict) -> None:
-        self.status[row.get("status", "ok")] += 1
-        if row.get("status") == "rejected":
+        status = row.get("status", "ok")
+        self.status[status] += 1
+        if status == "rejected":
             self.reasons[row.get("reason", "")] += 1
-        self.completion_tokens += int(row.get("completion_tokens") or 0)
+        completion = int(row.get("completion_tokens") or 0)
+        self.completion_tokens += completion
         self.prompt_tokens += int(row.get("prompt_tokens") or 0)
+        gen = row.get("generated_tokens")  # absent in rows written before it was recorded
+        gen = completion if gen is None else int(gen)
+        kept = completion if status == "ok" else 0
+        self.generated_tokens += gen
+        self.kept_tokens += kept
+        self.wasted_tokens += max(gen - kept, 0)
         self.audio_s += float(row.get("duration_s") or 0.0)
 
     def to_dict(self) -> dict:
@@ -92,15 +107,22 @@ class Summary:
             "rejected_by_reason": dict(self.reasons),
             "completion_tokens": self.completion_tokens,
             "prompt_tokens": self.prompt_tokens,
+            "generated_tokens": self.generated_tokens,
+            "kept_tokens": self.kept_tokens,
+            "wasted_tokens": self.wasted_tokens,
             "audio_s": round(self.audio_s, 3),
             "elapsed_s": round(self.elapsed_s, 3),
+            "run": self.run,
         }
 
 
 def _progress(total: int | None, enabled: bool, desc: str):
     from tqdm import tqdm
 
-    return tqdm(total=total, disable=not enabled, desc=desc, unit="dlg", dynamic_ncols=True, smoothing=0.1)
+    # tqdm's own rate and ETA would count rows skipped on resume: ours (Meter) count this run's work
+    fmt = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]" if total else \
+        "{desc}: {n_fmt} rows [{elapsed}{postfix}]"
+    return tqdm(total=total, disable=not enabled, desc=desc, unit="row", dynamic_ncols=True, bar_format=fmt)
 
 
 def run_stage(stage: Stage, out_dir: Path, pool_factory, opts: RunOptions) -> Summary:
@@ -115,6 +137,7 @@ def run_stage(stage: Stage, out_dir: Path, pool_factory, opts: RunOptions) -> Su
     store.clean_tmp()
     summary = Summary(stage.name, str(out_dir))
     t0 = time.monotonic()
+    meter = Meter(stage.name, total=stage.total_hint(), t0=t0)
 
     done_ids: dict[int, set[str]] = {}
     open_items: Counter = Counter()
@@ -124,6 +147,20 @@ def run_stage(stage: Stage, out_dir: Path, pool_factory, opts: RunOptions) -> Su
     last_flush = time.monotonic()
     pool = None
     bar = _progress(stage.total_hint(), opts.progress, stage.name)
+
+    def advance(n: int) -> None:
+        bar.update(n)
+        meter.done += n
+
+    def start_pool():
+        nonlocal pool
+        if pool is None:
+            bar.set_postfix_str("starting workers", refresh=True)
+            t = time.monotonic()
+            pool = pool_factory()
+            meter.startup_s += time.monotonic() - t
+            meter.workers = getattr(pool, "size", 0)
+        return pool
 
     def shard_state(i: int) -> set[str] | None:
         """None if the shard is complete (skip), else the ids already done."""
@@ -148,6 +185,7 @@ def run_stage(stage: Stage, out_dir: Path, pool_factory, opts: RunOptions) -> Su
                 store.write_part(i, rows)
                 buffers[i] = []
         last_flush = time.monotonic()
+        state.progress(meter.snapshot())
 
     def maybe_finalize(i: int) -> None:
         if i in exhausted and open_items[i] == 0 and i not in finished and done_ids.get(i) is not None:
@@ -163,15 +201,10 @@ def run_stage(stage: Stage, out_dir: Path, pool_factory, opts: RunOptions) -> Su
                 buffers[i].append(r)
                 open_items[i] -= 1
                 summary.add(r)
-            bar.update(len(rows))
-            el = max(time.monotonic() - t0, 1e-6)
-            bar.set_postfix(
-                ok=summary.status["ok"],
-                rej=summary.status["rejected"],
-                fail=summary.status["failed"],
-                refresh=False,
-                **({"audio_x": f"{summary.audio_s / el:.1f}"} if summary.audio_s else {"tok_s": f"{summary.completion_tokens / el:.0f}"}),
-            )
+                meter.add(r)
+            advance(len(rows))
+            bar.set_postfix_str(f"ok={summary.status['ok']} rej={summary.status['rejected']} "
+                                f"fail={summary.status['failed']}, {meter.postfix()}", refresh=False)
         if sum(len(b) for b in buffers.values()) >= opts.flush_rows or time.monotonic() - last_flush > opts.flush_interval_s:
             flush()
         for i in list(open_items):
@@ -194,17 +227,18 @@ def run_stage(stage: Stage, out_dir: Path, pool_factory, opts: RunOptions) -> Su
                     continue
                 buffers[i].append(entry)
                 summary.add(entry)
-                bar.update(1)
+                meter.add(entry)  # written by this run too (no worker: a benchmark row, a counted rejection)
+                advance(1)
                 continue
             if entry.id in done:
                 summary.items_skipped += 1
-                bar.update(1)
+                advance(1)
                 continue
             chunk.append(entry)
             open_items[i] += 1
             summary.items_run += 1
             if len(chunk) >= opts.chunk_size:
-                pool = pool or pool_factory()
+                start_pool()
                 while pool.inflight() >= pool.size * opts.max_inflight:
                     collect(0.5)
                 pool.submit(chunk)
@@ -213,7 +247,7 @@ def run_stage(stage: Stage, out_dir: Path, pool_factory, opts: RunOptions) -> Su
         if current >= 0:
             exhausted.add(current)
         if chunk:
-            pool = pool or pool_factory()
+            start_pool()
             pool.submit(chunk)
             chunk = []
         while pool is not None and pool.inflight():
@@ -225,9 +259,11 @@ def run_stage(stage: Stage, out_dir: Path, pool_factory, opts: RunOptions) -> Su
         flush()  # keep everything finished so far, whatever happens
         bar.close()
     summary.elapsed_s = time.monotonic() - t0
+    summary.run = meter.snapshot()
     # The outcome is counted from the files themselves, so it is exact across resumes.
     summary.status, summary.reasons = Counter(), Counter()
     summary.completion_tokens = summary.prompt_tokens = 0
+    summary.generated_tokens = summary.kept_tokens = summary.wasted_tokens = 0
     summary.audio_s = 0.0
     for i in sorted(done_ids):
         for p in [store.final_path(i)] if store.is_complete(i) else store.part_paths(i):
@@ -258,7 +294,7 @@ def _has_failed(path: Path) -> bool:
 
 
 def _count_existing(path: Path, summary: Summary) -> None:
-    cols = ["status", "reason", "completion_tokens", "prompt_tokens", "duration_s"]
+    cols = ["status", "reason", "completion_tokens", "prompt_tokens", "generated_tokens", "duration_s"]
     names = set(pq.read_schema(path).names)
     for r in pq.read_table(path, columns=[c for c in cols if c in names]).to_pylist():
         summary.add(r)

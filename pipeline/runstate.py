@@ -92,6 +92,15 @@ class RunState:
         rec = old or {"stage": self.stage, "config": config, "config_hash": h, "created": _now()}
         rec["last_started"] = _now()
         rec["state"] = "running"
+        rec.pop("progress", None)  # the measures of an earlier run
+        write_json_atomic(self.path, rec)
+
+    def progress(self, measures: dict) -> None:
+        """This run's measures so far (pipeline/progress.py), for `ssvd status` while it runs or after it died."""
+        rec = self.load() or {}
+        rec["progress"] = {**measures, "updated": _now()}
+        if measures.get("rows"):
+            rec["measured"] = rec["progress"]
         write_json_atomic(self.path, rec)
 
     def note(self, **fields) -> None:
@@ -103,4 +112,6 @@ class RunState:
     def finish(self, summary: dict) -> None:
         rec = self.load() or {}
         rec.update(state="complete", finished=_now(), summary=summary)
+        if (summary.get("run") or {}).get("rows"):  # the latest run that did work: its rates stay
+            rec["measured"] = {**summary["run"], "updated": rec["finished"]}
         write_json_atomic(self.path, rec)

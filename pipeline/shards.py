@@ -38,6 +38,15 @@ def write_table_atomic(path: Path, table: pa.Table, row_group_rows: int = ROW_GR
     os.replace(tmp, path)
 
 
+def conform(t: pa.Table, schema: pa.Schema) -> pa.Table:
+    """`t` cast to `schema`; columns a newer schema added (e.g. the dialogues' token accounting) are
+    filled with nulls, so the part files of a run begun by an older ssvd still finalise."""
+    for f in schema:
+        if f.name not in t.column_names:
+            t = t.append_column(f, pa.nulls(t.num_rows, f.type))
+    return t.select(schema.names).cast(schema)
+
+
 def rows_to_table(rows: list[dict], schema: pa.Schema) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=schema)
 
@@ -120,7 +129,7 @@ class ShardStore:
         with writing(tmp, sum(p.stat().st_size for p in parts)):  # the shard is about its parts' size
             with pq.ParquetWriter(tmp, self.schema, compression="zstd") as w:
                 for k, p in enumerate(parts):
-                    t = pq.read_table(p).cast(self.schema)
+                    t = conform(pq.read_table(p), self.schema)
                     if len(keep[k]) != t.num_rows:
                         t = t.take(pa.array(sorted(keep[k]), type=pa.int64()))  # typed: [] when all superseded
                     if t.num_rows:

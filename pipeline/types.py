@@ -93,6 +93,9 @@ class Dialogue:
     forced_start: str = ""
     input_shard: int = 0
     input_row: int = -1
+    # Every completion token the engines produced for this dialogue: kept turns, the turns cut
+    # when it ended early, every redrawn message and, for a rejected/failed dialogue, all its turns.
+    generated_tokens: int = 0
 
     @property
     def num_pairs(self) -> int:
@@ -105,6 +108,15 @@ class Dialogue:
     @property
     def completion_tokens(self) -> int:
         return sum(t.completion_tokens for t in self.turns)
+
+    @property
+    def kept_tokens(self) -> int:
+        """Completion tokens of the stored turns of an accepted dialogue (0 for rejected/failed)."""
+        return self.completion_tokens if self.status == "ok" else 0
+
+    @property
+    def wasted_tokens(self) -> int:
+        return max(self.generated_tokens - self.kept_tokens, 0)
 
 
 @dataclass(slots=True)
@@ -208,8 +220,10 @@ DIALOGUE_SCHEMA = pa.schema(
         ("forced_start", pa.string()),
         ("input_shard", pa.int32()),
         ("input_row", pa.int64()),
+        ("generated_tokens", pa.int64()),  # every completion token the engines spent on this dialogue
+        ("wasted_tokens", pa.int64()),  # of those, not in an accepted dialogue's stored turns
     ],
-    metadata={"ssvd.kind": "dialogues", "ssvd.schema_version": "1"},
+    metadata={"ssvd.kind": "dialogues", "ssvd.schema_version": "2"},
 )
 
 
@@ -247,6 +261,8 @@ def dialogue_to_row(d: Dialogue) -> dict:
         "forced_start": d.forced_start,
         "input_shard": d.input_shard,
         "input_row": d.input_row,
+        "generated_tokens": d.generated_tokens,
+        "wasted_tokens": d.wasted_tokens,
     }
 
 
@@ -272,6 +288,7 @@ def dialogue_from_row(r: dict) -> Dialogue:
         forced_start=r.get("forced_start", ""),
         input_shard=r.get("input_shard", 0),
         input_row=r.get("input_row", -1),
+        generated_tokens=r.get("generated_tokens") or 0,
     )
 
 

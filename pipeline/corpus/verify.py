@@ -21,6 +21,17 @@ from pipeline.types import DIALOGUE_SCHEMA, SPEECH_SCHEMA, TOKEN_SCHEMA
 
 SCHEMAS: dict[str, pa.Schema] = {"dialogues": DIALOGUE_SCHEMA, "images": IMAGES_SCHEMA, "speech": SPEECH_SCHEMA,
                                  "tokens": TOKEN_SCHEMA}
+# Columns added since a stage's schema version 1: a shard written before them is still valid.
+ADDED: dict[str, tuple[str, ...]] = {"dialogues": ("generated_tokens", "wasted_tokens")}
+
+
+def _schema_ok(stage: str, got: pa.Schema) -> bool:
+    want = SCHEMAS[stage].remove_metadata()
+    got = got.remove_metadata()
+    if got.equals(want):
+        return True
+    old = pa.schema([f for f in want if f.name not in ADDED.get(stage, ())])
+    return got.equals(old)
 
 
 def check_shard(root: Path, stage: str, shard: dict) -> list[str]:
@@ -42,7 +53,7 @@ def check_shard(root: Path, stage: str, shard: dict) -> list[str]:
             bad.append(f"{rel}: {f.metadata.num_rows} rows, manifest.json says {shard['rows']}")
         want = SCHEMAS[stage]
         got = f.schema_arrow
-        if not got.remove_metadata().equals(want.remove_metadata()):
+        if not _schema_ok(stage, got):
             diff = sorted(set(map(str, want)) ^ set(map(str, got)))
             bad.append(f"{rel}: schema is not the {stage} schema (differs in: {'; '.join(diff[:6])})")
         kind = (got.metadata or {}).get(b"ssvd.kind", b"").decode()

@@ -13,6 +13,7 @@ REPO = Path(__file__).resolve().parents[2]
 def test_benchmark_prints_comparable_arms_as_its_last_line(tmp_path):
     cmd = [sys.executable, str(REPO / "bench" / "dialogue_throughput.py"), "--dialogues", "3", "--min-pairs", "1",
            "--max-pairs", "2", "--min-tokens", "2", "--max-tokens", "5", "--lockstep-batch", "2", "--padded-lockstep",
+           "--hf-batch", "2",
            "--max-model-len", "4096"]
     env = {**os.environ, "SSVD_CACHE": os.environ.get("SSVD_CACHE", str(Path.home() / ".cache" / "ssvd"))}
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=tmp_path, env=env)
@@ -28,7 +29,17 @@ def test_benchmark_prints_comparable_arms_as_its_last_line(tmp_path):
     assert sum(d["completion_tokens"] for d in detail) == r["completion_tokens"]
     assert sum(d["requests"] for d in detail) == r["messages"]
     secs = r["seconds"]
-    assert all(secs[k] > 0 for k in ("ssvd", "ceiling", "lockstep", "lockstep_padded"))
+    assert all(secs[k] > 0 for k in ("ssvd", "ceiling", "lockstep", "lockstep_padded", "released"))
+    # the released generator's engine (transformers generate, tiny-mistral is a transformers folder: on by
+    # default) replayed the same requests in lockstep: 2 dialogues per batch, one message per step
+    rel = r["released_detail"]
+    assert rel["requests"] == r["messages"] and rel["completion_tokens"] == r["completion_tokens"]
+    assert rel["batch_dialogues"] == 2 and rel["steps"] >= r["messages"] / 2
+    assert r["completion_tokens"] <= rel["computed_tokens"] <= 5 * r["messages"]  # padded to each step's longest
+    assert secs["released_load"] > 0 and secs["ssvd_start"] > 0
+    # quiet by default: no transformers generation notices, no weight-loading bars, no Ray/vLLM INFO
+    for noise in ("Setting `pad_token_id`", "Loading weights", "Token authentication", "INFO "):
+        assert noise not in p.stderr, noise
 
     def near(ratio, num, den):  # seconds are printed to 0.01 s: the ratio lies within their rounding
         return (num - 0.005) / (den + 0.005) - 0.001 <= ratio <= (num + 0.005) / (den - 0.005) + 0.001
@@ -36,6 +47,7 @@ def test_benchmark_prints_comparable_arms_as_its_last_line(tmp_path):
     assert near(r["ratio_vs_ceiling"], secs["ceiling"], secs["ssvd"])
     assert near(r["ratio_vs_lockstep"], secs["lockstep"], secs["ssvd"])
     assert near(r["lockstep_vs_ceiling"], secs["lockstep"], secs["ceiling"])
+    assert near(r["ratio_vs_released"], secs["released"], secs["ssvd"])
     assert r["prompt_tokens"] > 100 * r["messages"]  # the real rendered instructions over fixture captions
     assert 0 <= r["prefix_cache_hit_rate"] < 1
     assert r["peak_rss_mib"]["driver"] > 0 and r["peak_rss_mib"]["worker"] > r["peak_rss_mib"]["driver"] / 2

@@ -73,7 +73,7 @@ from types import SimpleNamespace  # noqa: E402
 
 from pipeline.dialogues import generate_dialogue  # noqa: E402
 from pipeline.engines import Completion  # noqa: E402
-from pipeline.types import Caption, ImageRef, WorkItem  # noqa: E402
+from pipeline.types import Caption, ImageRef, WorkItem, dialogue_from_row, dialogue_to_row  # noqa: E402
 
 
 class ScriptedEngine:
@@ -143,6 +143,41 @@ def test_without_redraws_the_first_bad_message_rejects_the_dialogue():
     assert d.status == "rejected" and d.reason == "repeated_message"
     assert d.note.count("\nredrawn: pair 2 user: repeated_message") == 3
     assert len([1 for r, n, _ in eng.seeds if (r, n) == ("user", 2)]) == 4
+
+
+def test_generated_kept_and_wasted_tokens_count_every_request():
+    """Each scripted message costs 7 tokens: a redraw, the turns cut when a dialogue ends early and every
+    turn of a rejected dialogue are generated but wasted."""
+    first_seed = {}
+
+    def once_repeated(role, n, seed):
+        first_seed.setdefault((role, n), seed)
+        if role == "user" and n == 2 and seed == first_seed[(role, n)]:
+            return "Where is thing 0?", "stop"
+        return _fresh(role, n, seed)
+
+    d, eng = _run(once_repeated)  # 16 kept messages + 1 redrawn
+    assert d.status == "ok" and len(eng.seeds) == 17
+    assert (d.generated_tokens, d.kept_tokens, d.wasted_tokens) == (17 * 7, 16 * 7, 7)
+
+    def stuck(role, n, seed):  # pair 2's question repeats forever: 1 + 3 redraws, then rejected
+        return ("Where is thing 0?", "stop") if role == "user" else _fresh(role, n, seed)
+
+    d, eng = _run(stuck)
+    assert d.status == "rejected" and d.num_pairs == 1 and len(eng.seeds) == 2 + 4
+    assert (d.generated_tokens, d.kept_tokens, d.wasted_tokens) == (6 * 7, 0, 6 * 7)
+    row = dialogue_to_row(d)
+    assert (row["completion_tokens"], row["generated_tokens"], row["wasted_tokens"]) == (2 * 7, 6 * 7, 6 * 7)
+    assert dialogue_from_row(row).generated_tokens == 6 * 7
+
+    def late(role, n, seed):  # pair 9 of 10: the assistant repeats itself; 8 pairs are enough to keep
+        if role == "assistant" and n == 17:
+            return "Thing 1 is on the left.", "stop"
+        return _fresh(role, n, seed)
+
+    d, eng = _run(late, DialogueConfig(min_pairs=10, max_pairs=10, min_accepted_pairs=8, redraws=0))
+    assert d.status == "ok" and d.num_pairs == 8 and len(eng.seeds) == 18
+    assert (d.generated_tokens, d.kept_tokens, d.wasted_tokens) == (18 * 7, 16 * 7, 2 * 7)
 
 
 def test_a_message_cut_by_the_limit_is_trimmed_by_default_or_redrawn_when_nothing_is_left():

@@ -158,3 +158,50 @@ def test_retry_failed_when_every_row_of_a_shard_failed(tmp_path):
     rows = rows_of(tmp_path)
     assert sorted(r["id"] for r in rows) == sorted(r["id"] for r in t) and {r["status"] for r in rows} == {"ok"}
     assert not (tmp_path / ".parts" / "dialogues-00000").exists()
+
+
+class TokenPool(LocalPool):
+    """Every dialogue costs 9 generated tokens; its two stored turns hold 3 + 4 of them (the rest: redraws)."""
+
+    def submit(self, items):
+        super().submit(items)
+        for r in self.done[-1]:
+            r["turns"] = [{**t, "completion_tokens": 3 + k} for k, t in enumerate(r["turns"])]
+            r["completion_tokens"], r["generated_tokens"], r["wasted_tokens"] = 7, 9, 2
+
+
+def test_summary_and_run_record_separate_generated_kept_and_wasted_tokens_with_this_run_s_rates(tmp_path):
+    s = run_stage(stage(src="pixmo", limit=14), tmp_path, TokenPool, OPTS)
+    d = s.to_dict()
+    assert (d["generated_tokens"], d["kept_tokens"], d["wasted_tokens"]) == (14 * 9, 14 * 7, 14 * 2)
+    run = d["run"]
+    assert run["rows"] == 14 and run["generated_tokens"] == 14 * 9 and run["workers"] == 1
+    assert run["left"] == 0 and run["eta_s"] == 0.0
+    work = run["elapsed_s"] - run["startup_s"]
+    assert run["rows_per_s"] == pytest.approx(14 / work, rel=0.02)  # figures rounded to 1 ms
+    assert run["tokens_per_s"] == pytest.approx(14 * 9 / work, rel=0.02)
+    rec = json.loads((tmp_path / "_dialogues.run.json").read_text())
+    assert rec["summary"]["run"] == run and rec["progress"]["rows"] == 14  # the last flush's measures
+    # a rerun does no work: its own measures say so, the totals still count every row of the files
+    s = run_stage(stage(src="pixmo", limit=14), tmp_path, TokenPool, OPTS)
+    assert s.run["rows"] == 0 and s.run["rows_per_s"] == 0.0 and s.generated_tokens == 14 * 9
+
+
+def test_parts_written_before_the_token_columns_still_finalise(tmp_path):
+    """A run begun by an older ssvd (no generated/wasted columns) resumes: the columns are null, counted as kept."""
+    import pyarrow as pa
+
+    from pipeline.types import DIALOGUE_SCHEMA
+
+    with pytest.raises(KeyboardInterrupt):
+        run_stage(stage(src="pixmo"), tmp_path, lambda: LocalPool(die_after=5), OPTS)
+    parts = list((tmp_path / ".parts").rglob("part-*.parquet"))
+    assert parts
+    for p in parts:
+        t = pq.read_table(p)
+        pq.write_table(t.drop(["generated_tokens", "wasted_tokens"]), p)
+    s = run_stage(stage(src="pixmo"), tmp_path, LocalPool, OPTS)
+    assert sum(s.status.values()) == len(rows_of(tmp_path)) == 30 and s.wasted_tokens == 0
+    t = pq.read_table(tmp_path / "dialogues-00001.parquet")
+    assert t.schema.remove_metadata().equals(DIALOGUE_SCHEMA.remove_metadata())
+    assert None in t.column("generated_tokens").to_pylist() and isinstance(t, pa.Table)
