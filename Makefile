@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-$(FLAVOUR)-$(shell cat pyproject.toml Makefile | sha
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: install demo test storm bench bench-speech bench-loader clean
+.PHONY: install demo test test-full storm bench bench-speech bench-loader clean
 
 install: $(STAMP)
 
@@ -72,6 +72,10 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# Every test at full size: also the tests marked `full` (a lost node under `ssvd run`), which `make test` skips.
+test-full: install
+	SSVD_TEST_FULL=1 $(PY) -m pytest -q $(PYTEST_ARGS)
 
 # Kill storm at full size: `ssvd run` SIGKILLed STORM_KILLS times at random moments, then compared row by row
 # with an uninterrupted run (docs/faults.md). `make test` runs the same test with 3 kills.

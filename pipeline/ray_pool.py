@@ -117,6 +117,13 @@ class RayPool:
         from ray.util.placement_group import placement_group, placement_group_table
 
         cpus = max(cpus_per_worker, 0.01)
+        total = float(self._ray.cluster_resources().get("CPU", 0))
+        if 0 < total < cpus * workers:  # a cluster smaller than asked (or one that lost a node): never fits
+            cpus = max(int(total / workers * 100) / 100, 0.01)
+            logging.getLogger("ssvd").warning(
+                "the Ray cluster has %g CPU, fewer than %d workers x %g CPU: each worker asks for %g CPU instead",
+                total, workers, cpus_per_worker, cpus)
+            self._options["num_cpus"] = cpus
         self._pg = placement_group([{"CPU": cpus}] * workers, strategy="SPREAD")
         ready = self._pg.ready()
         while not self._ray.wait([ready], timeout=60)[0]:  # an autoscaling cluster may still be adding nodes
@@ -131,9 +138,14 @@ class RayPool:
             seen[nodes[w]] = index[-1] + 1
         self._slots = [(index[w], seen[nodes[w]]) for w in range(workers)]
 
-    def _new_actor(self, w: int) -> Any:
+    def _new_actor(self, w: int, placed: bool = True) -> Any:
+        """Worker w's actor, in its bundle of the placement group; a replacement (`placed=False`) goes wherever the
+        cluster has room, asking for no CPU: the bundle of a lost node waits for Ray to place it again, which on
+        a cluster that lost capacity never happens."""
         options = dict(self._options)
-        if self._pg is not None:
+        if not placed:
+            options["num_cpus"] = 0
+        elif self._pg is not None:
             from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
             options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(self._pg, placement_group_bundle_index=w)
@@ -193,7 +205,7 @@ class RayPool:
             self._ray.kill(self.actors[w])
         except Exception:
             pass
-        self.actors[w] = self._new_actor(w)
+        self.actors[w] = self._new_actor(w, placed=False)
         actor = self.actors[w]
         self._new_infos[w] = [actor.info.remote(), actor.ray_node.remote()]  # taken in by wait() when ready
 

@@ -67,6 +67,7 @@ def test_engine_faults_at_10_percent_are_retried_and_the_run_completes(tmp_path)
     assert json.loads(p.stdout.strip().splitlines()[-1])["status"].get("failed") is None
 
 
+@pytest.mark.full  # minutes (make test-full); the 10 % engine-fault run is the CI size
 def test_exhausted_engine_retries_fail_rows_and_retry_failed_completes_them(tmp_path):
     log = tmp_path / "faults.log"
     out = tmp_path / "out"
@@ -95,6 +96,7 @@ def _tokens_seed(ids) -> int:
     raise AssertionError("no seed")
 
 
+@pytest.mark.full  # minutes (make test-full); the 10 % engine-fault run is the CI size
 def test_speech_and_codec_faults(tmp_path):
     """TTS and codec calls that raise: at 10 % retried; at 90 % (or always) exhausted -> failed rows naming
     the fault; --retry-failed completes them, each dialogue once."""

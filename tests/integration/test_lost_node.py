@@ -105,6 +105,7 @@ def _finish(p: subprocess.Popen) -> tuple[str, str]:
     return out, err
 
 
+@pytest.mark.full  # minutes of a two-node cluster (make test-full); tests/integration/test_ray_cluster.py runs in CI
 def test_dialogues_survive_a_killed_worker_and_a_lost_node(cluster, tmp_path):
     cluster.add_node()
     out = tmp_path / "out"
@@ -135,6 +136,7 @@ def test_dialogues_survive_a_killed_worker_and_a_lost_node(cluster, tmp_path):
     assert rec["worker_restarts"] >= 1 and rec["items_resent"] >= 1 and rec["state"] == "complete"
 
 
+@pytest.mark.full  # minutes of a two-node cluster (make test-full)
 def test_corpus_run_survives_a_lost_node(cluster, tmp_path):
     """`ssvd run` (dialogues, speech, tokens; text and benchmark splits) with workers on both nodes; the second
     node is lost mid-run: the corpus completes on the head node, each row once, and verifies."""
