@@ -78,7 +78,7 @@ test-full: install
 	SSVD_TEST_FULL=1 $(PY) -m pytest -q $(PYTEST_ARGS)
 
 # Kill storm at full size: `ssvd run` SIGKILLed STORM_KILLS times at random moments, then compared row by row
-# with an uninterrupted run (docs/faults.md). `make test` runs the same test with 3 kills.
+# with an uninterrupted run (docs/faults.md). `make test` runs the same test with 2 kills. `make test-full` adds the full-size fault tests marked `full` (a lost node, exhausted retries, TTS and codec faults).
 STORM_KILLS ?= 30
 storm: install
 	SSVD_STORM_KILLS=$(STORM_KILLS) $(PY) -m pytest -q -s tests/integration/test_kill_storm.py $(PYTEST_ARGS)
