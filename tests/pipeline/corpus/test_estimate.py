@@ -56,6 +56,7 @@ def test_totals_scale_the_sample_and_carry_one_standard_error():
     assert total == 16.0 and se == pytest.approx(8.0)
 
 
+@pytest.mark.full  # minutes: a sample run and a 4x run of builtin:smollm2 (make test-full)
 def test_the_estimate_for_4x_the_sample_is_close_to_a_real_run_of_4x_the_sample(tmp_path):
     """Tolerance: every total (accepted dialogues, messages, generated tokens, audio hours, bytes per stage)
     within 50% of the real run's, or within 3 standard errors of the estimate where the sample gives one.
