@@ -3,8 +3,11 @@
 The ```bash blocks under the sections named in SECTIONS are read from README.md (a backslash joins lines,
 `#` starts a comment) and every command runs as written from a scratch directory that sees the
 repository's `manifests/` and `tests/` (so `tests/fixtures/...` and `manifests/...` resolve as from the
-repository root), with `ssvd` being this checkout's CLI. The one change: `--limit N` and `--count N`
-become at most LIMIT, and `ssvd run` without `--limit` gets `--limit RUN_LIMIT` (`shrink`), to keep the run short. A command fails the test if it exits non-zero or,
+repository root), with `ssvd` being this checkout's CLI. The one change is size (`shrink`), to keep the run
+short: `--limit N` and `--count N` become at most LIMIT, `ssvd run` without `--limit` gets `--limit RUN_LIMIT`,
+and `ssvd dialogues` / `ssvd generic` without `--max-pairs` get `--min-pairs 1 --max-pairs MAX_PAIRS` (the
+default 8-16 pairs of 150 tokens make minutes of speech to synthesise and encode on the CPU, and the
+commands after them in the README work on that output). A command fails the test if it exits non-zero or,
 when it makes rows (dialogues, generic, speech, tokens, run), if it yields no `ok` row.
 
 Commands left out are listed in EXCLUDED, each with why; a command that is neither excluded nor an
@@ -41,6 +44,7 @@ EXCLUDED: tuple[tuple[str, str], ...] = (
     ("ssvd export-adapters runs/moshivis", "exports a production run (`torchrun` above) with the hub's Moshi backbone"),
 )
 LIMIT = 2  # at most this many captions / dialogues / rows per command (`shrink`)
+MAX_PAIRS = 2  # question/answer pairs per dialogue of `ssvd dialogues` / `ssvd generic` (`shrink`)
 RUN_LIMIT = 1  # rows per split of an `ssvd run` (the trainer holds none out of a one-row split)
 MAKES_ROWS = ("dialogues", "generic", "speech", "tokens", "run")
 
@@ -84,10 +88,13 @@ def excluded(cmd: str) -> str | None:
 
 
 def shrink(args: list[str]) -> list[str]:
-    """The one change made to a README command: --limit / --count at most LIMIT; `ssvd run` gets RUN_LIMIT."""
+    """The one change made to a README command, its size: --limit / --count at most LIMIT; `ssvd run` gets
+    RUN_LIMIT; `ssvd dialogues` / `ssvd generic` get at most MAX_PAIRS pairs."""
     out = list(args)
     if out[1:2] == ["run"] and "--limit" not in out:
         out += ["--limit", str(RUN_LIMIT)]
+    if out[1:2] in (["dialogues"], ["generic"]) and "--max-pairs" not in out and "--min-pairs" not in out:
+        out += ["--min-pairs", "1", "--max-pairs", str(MAX_PAIRS)]
     for i, a in enumerate(out[:-1]):
         if a in ("--limit", "--count") and out[i + 1].isdigit():
             out[i + 1] = str(min(int(out[i + 1]), LIMIT))
@@ -117,6 +124,9 @@ def test_shrink_only_lowers_limits():
     assert shrink(["ssvd", "x", "--limit", "1"]) == ["ssvd", "x", "--limit", "1"]
     assert shrink(["ssvd", "run", "m.yaml"]) == ["ssvd", "run", "m.yaml", "--limit", str(RUN_LIMIT)]
     assert shrink(["ssvd", "run", "m.yaml", "--limit", "9"]) == ["ssvd", "run", "m.yaml", "--limit", str(LIMIT)]
+    assert shrink(["ssvd", "generic", "--count", "100"]) == \
+        ["ssvd", "generic", "--count", str(LIMIT), "--min-pairs", "1", "--max-pairs", str(MAX_PAIRS)]
+    assert shrink(["ssvd", "dialogues", "--max-pairs", "9"]) == ["ssvd", "dialogues", "--max-pairs", "9"]
 
 
 def _ok_rows(args: list[str], p: subprocess.CompletedProcess) -> int:
