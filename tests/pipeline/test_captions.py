@@ -21,10 +21,9 @@ from pipeline.caption_text import (
 from pipeline.captions import (
     CaptionOptions,
     CaptionSchemaError,
-    InputShard,
     open_source,
 )
-from pipeline.types import Caption, CaptionRejection, ImageRef, stable_hash
+from pipeline.types import Caption, CaptionRejection, ImageRef, InputShard, stable_hash
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "captions"
 
@@ -415,8 +414,8 @@ def test_json_array_file_is_read_as_a_stream(tmp_path):
     p.write_text("[\n" + ",\n".join(json.dumps(r) for r in recs) + "\n]\n")
     _, (rows,) = load("pixmo", p)
     assert [c.text for c in rows] == [r["caption"] for r in recs]
-    from pipeline.captions import _json_array_records
-    assert [r for _, r, _ in _json_array_records(p, chunk=7)] == recs  # elements cut across chunks
+    from pipeline.record_files import json_array_records
+    assert [r for _, r, _ in json_array_records(p, chunk=7)] == recs  # elements cut across chunks
     bad = tmp_path / "bad.json"
     bad.write_text('[{"image_url": "u1", "caption": "A fine first caption here."}, 3, {"image_url": "u2", "cap')
     _, (rows,) = load("pixmo", bad)

@@ -21,9 +21,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.benchmarks import open_benchmark
-from pipeline.captions import CaptionSchemaError, first_records, open_source
+from pipeline.captions import CaptionSchemaError, open_source
 from pipeline.hub_load import HubLoadError
 from pipeline.input_files import InputFileError
+from pipeline.sources import first_records
 from pipeline.types import Caption, Dialogue
 
 ROOT = Path(__file__).resolve().parents[2]
