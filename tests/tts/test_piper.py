@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from tts.backend import create_backend
-from tts.piper_backend import PiperBackend, _proportional_sizes, _split_at_units
+from tts.phoneme_align import align
+from tts.piper_backend import PiperBackend
 
 from .spans_check import check_utterance, inside_outside_rms, speech_regions
 
@@ -42,21 +43,13 @@ def test_fused_words_get_their_own_phonemes(piper):
     text = "I walked to the left of the house in the park"
     words = piper._phonemize(" ".join(text.split()))
     assert len(words) < len(text.split())  # eSpeak fuses "of the", "in the"
-    aligned = piper._align(words, text.split())
+    aligned = align(words, text.split(), piper._isolated_phonemes)
     assert ["".join(p).replace("ˈ", "") for p in aligned[5:9]] == ["ʌv", "ðə", "hˈaʊs".replace("ˈ", ""), "ɪn"]
     u = piper.synthesize(text, "joe")
     check_utterance(u, text)
     for a, b in zip(u.words, u.words[1:]):
         assert a.end_s <= b.start_s + 1e-6
         assert a.end_s - a.start_s >= 0.03, a
-
-
-def test_split_helpers():
-    assert _split_at_units(["w", "ˈ", "ɪ", "ð", "ð", "ə"], [3, 2]) == [["w", "ˈ", "ɪ", "ð"], ["ð", "ə"]]
-    assert _split_at_units(["ɪ", "n", "ˈ", "ð", "ə"], [2, 2]) == [["ɪ", "n"], ["ˈ", "ð", "ə"]]
-    assert _proportional_sizes(5, [3, 1, 1]) == [3, 1, 1]
-    assert _proportional_sizes(3, [2, 2]) in ([2, 1], [1, 2])
-    assert sum(_proportional_sizes(7, [1, 5, 2])) == 7 and min(_proportional_sizes(7, [1, 5, 2])) >= 1
 
 
 def test_span_lines_up_with_the_sound(piper):
