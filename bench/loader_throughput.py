@@ -179,7 +179,8 @@ def child(a: argparse.Namespace) -> None:
     import pyarrow as pa
 
     pa.set_cpu_count(1)
-    from trainer.data import CorpusLoader, DataConfig
+    from trainer.config import DataConfig
+    from trainer.data import CorpusLoader
 
     cfg = DataConfig(batch_size=a.batch_size, p_concat=a.p_concat, image_size=a.image_size, max_frames=a.max_frames,
                      seed=a.seed)

@@ -20,16 +20,15 @@ PixelProse: by default no content filter, as Kyutai's released generator (it kee
 1 clean, 2 text overlay) and `max_toxicity` rejects rows over a Detoxify score; each rejection
 has its own reason. Captions get the released generator's clean-up
 (`caption_text.trim_meta_sentences`). Column facts and where they were checked: docs/sources.md.
+
+Where the parts are: one row's checks in `pipeline/caption_rows.py`; reading local files in
+`pipeline/record_files.py`; resolving the input and the shards' rows (shared with the benchmarks) in
+`pipeline/sources.py`.
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
-import hashlib
-import json
 import logging
-import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -37,15 +36,14 @@ from typing import Any, Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.caption_text import normalize_caption
-from pipeline.hub_load import check_not_script, hub_rows, load_streaming
-from pipeline.input_files import Fingerprint, guarded_rows, kind_of, sniff, unreadable, walk_files
-from pipeline.types import SOURCES, Caption, CaptionRejection, ImageRef, stable_hash
+from pipeline.caption_rows import ID_FIELD, TEXT_FIELD, TOXICITY_COLUMNS, WATERMARK_CLASSES, caption_of
+from pipeline.hub_load import load_streaming
+from pipeline.record_files import Row, file_columns
+from pipeline.sources import ShardedSource, base_name, resolve_input
+from pipeline.types import SOURCES, Caption, CaptionRejection, InputShard
 
 log = logging.getLogger("ssvd")
 SUFFIXES = (".parquet", ".jsonl", ".jsonlines", ".json", ".csv")
-ID_FIELD = {"pixmo": "image_url", "docci": "example_id", "pixelprose": "uid"}
-TEXT_FIELD = {"pixmo": "caption", "docci": "description", "pixelprose": "vlm_caption"}
 REQUIRED = {
     "pixmo": ("image_url", "caption"),
     "docci": ("example_id", "description"),
@@ -53,26 +51,12 @@ REQUIRED = {
 }
 # At least one of these columns holds the image (DOCCI: the release's image_file, or the mirror's image).
 IMAGE_ANY = {"pixmo": ("image_url",), "docci": ("image_file", "image"), "pixelprose": ("url",)}
-TOXICITY_COLUMNS = ("toxicity", "severe_toxicity", "obscene", "identity_attack", "insult",
-                    "threat", "sexual_explicit")
 OPTIONAL = {"pixmo": (), "docci": ("split", "image_file", "image"),
             "pixelprose": ("sha256", "watermark_class_id", "error_message") + TOXICITY_COLUMNS}
-# PixelProse watermark_class_id values (docs/sources.md) and the rejection reason of each.
-WATERMARK_CLASSES = {0: "watermark", 1: "clean", 2: "text_overlay"}
-_BATCH_ROWS = 256
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
-csv.field_size_limit(2**31 - 1)
 
 
 class CaptionSchemaError(ValueError):
     """A caption file (or hub dataset) lacks a column its source needs."""
-
-
-
-@dataclass(frozen=True, slots=True)
-class InputShard:
-    index: int
-    name: str  # file path, or f"{hub_id}#shard{i}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,127 +102,6 @@ def _check_columns(where: str, source: str, found: list[str]) -> None:
         raise _schema_error(where, source, " or ".join(IMAGE_ANY[source]), found)
 
 
-# ---------------------------------------------------------------- local files: schema + rows
-def _jsonl_records(path: Path) -> Iterator[tuple[int, Any, tuple[str, str] | None]]:
-    """(1-based line, record, error) for each non-blank line; the file is read line by line."""
-    with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, 1):
-            if not raw.strip():
-                continue
-            try:
-                rec = json.loads(raw.decode("utf-8").lstrip("\ufeff"))
-            except (UnicodeDecodeError, ValueError) as e:
-                yield lineno, None, ("row:malformed_json", f"not valid JSON ({e})")
-                continue
-            if not isinstance(rec, dict):
-                yield lineno, None, ("row:malformed_json", f"a JSON {type(rec).__name__}, not an object")
-                continue
-            yield lineno, rec, None
-
-
-def _json_array_records(path: Path, chunk: int = 1 << 16) -> Iterator[tuple[int, Any, tuple[str, str] | None]]:
-    """(1-based element, record, error) for each element of a file holding one JSON array.
-
-    Read as a stream (a chunk at a time), so a release file of any size (TallyQA's train.json)
-    never sits in memory whole. An element that cannot be parsed ends the file with one error:
-    past it there is no telling where the next element starts."""
-    dec = json.JSONDecoder()
-    with open(path, encoding="utf-8-sig") as f:
-        buf, pos, eof, n, opened, need_comma = "", 0, False, 0, False, False
-
-        def fill() -> None:
-            nonlocal buf, pos, eof
-            more = f.read(chunk)
-            eof = not more
-            buf, pos = buf[pos:] + more, 0
-
-        try:
-            while True:
-                while pos < len(buf) and buf[pos] in " \t\r\n":
-                    pos += 1
-                if pos >= len(buf):
-                    if eof:
-                        yield n + 1, None, ("row:malformed_json", "the file ends inside the JSON array "
-                                            "(no closing ']')")
-                        return
-                    fill()
-                    continue
-                c = buf[pos]
-                if not opened:
-                    if c != "[":
-                        yield 1, None, ("row:malformed_json", f"not a JSON array (starts with {c!r})")
-                        return
-                    opened, pos = True, pos + 1
-                    continue
-                if c == "]":
-                    return
-                if need_comma:
-                    if c != ",":
-                        yield n + 1, None, ("row:malformed_json", f"expected ',' or ']' after element {n}, "
-                                            f"found {c!r}; the rest cannot be read")
-                        return
-                    need_comma, pos = False, pos + 1
-                    continue
-                try:
-                    rec, end = dec.raw_decode(buf, pos)
-                    complete = end < len(buf) or eof
-                except ValueError as e:
-                    if not eof:
-                        fill()
-                        continue
-                    n += 1
-                    yield n, None, ("row:malformed_json", f"not valid JSON ({e}); the rest of the array "
-                                    "cannot be read")
-                    return
-                if not complete:  # a number or literal may go on in the next chunk
-                    fill()
-                    continue
-                n += 1
-                pos, need_comma = end, True
-                if isinstance(rec, dict):
-                    yield n, rec, None
-                else:
-                    yield n, None, ("row:malformed_json", f"a JSON {type(rec).__name__}, not an object")
-        except UnicodeDecodeError as e:
-            yield n + 1, None, ("row:malformed_json", f"not UTF-8 text ({e}); the rest cannot be read")
-
-
-def _is_json_array(path: Path) -> bool:
-    with open(path, "rb") as f:
-        head = f.read(64).lstrip(b"\xef\xbb\xbf \t\r\n")
-    return head.startswith(b"[")
-
-
-def _file_columns(path: Path) -> list[str] | None:
-    """Column names from the Parquet footer / CSV header / first JSON records (None: unknown)."""
-    suffix = path.suffix.lower()
-    if suffix == ".parquet":
-        return list(pq.read_schema(path).names)
-    if suffix == ".csv":
-        with open(path, newline="", encoding="utf-8-sig", errors="replace") as f:
-            header = next(csv.reader(f), [])
-        return header if any(h.strip() for h in header) else None  # an empty file: no rows, no columns
-    records = _json_array_records(path) if _is_json_array(path) else _jsonl_records(path)
-    cols: set[str] = set()
-    seen = 0
-    for lineno, rec, _ in records:
-        if rec is not None:  # union of the first few objects: one odd row is a row problem
-            cols.update(rec)
-            seen += 1
-        if seen == 5 or lineno >= 50:
-            break
-    return sorted(cols) if seen else None
-
-
-def file_columns(path: Path) -> list[str] | None:
-    """`_file_columns` with every way of failing (compressed, truncated, unreadable) as an InputFileError."""
-    sniff(path)
-    try:
-        return _file_columns(path)
-    except (pa.ArrowException, OSError, UnicodeDecodeError) as e:
-        raise unreadable(path, e) from None
-
-
 def _check_types(path: Path, source: str) -> None:
     """A Parquet file whose id or caption column has the wrong type: one error up front, not a rejection a row."""
     schema = pq.read_schema(path)
@@ -265,105 +128,7 @@ def check_file(path: Path, source: str) -> None:
             _check_types(path, source)
 
 
-Row = tuple[str, "dict | None", "tuple[str, str] | None"]  # (where, record, (reason, message))
-
-
-def _iter_local(path: Path, source: str) -> Iterator[Row]:
-    """(where, record, error) per row of one local file, streamed (schema checked by caller); a file that
-    cannot be read on raises InputFileError naming the row reached."""
-    return guarded_rows(path, _iter_local_rows(path, source))
-
-
-def _surrogates(rec: dict) -> str | None:
-    """The first field holding bytes that are not UTF-8 (read with surrogateescape), else None."""
-    for k, v in rec.items():
-        for x in (k, v):
-            if isinstance(x, str):
-                try:
-                    x.encode("utf-8")
-                except UnicodeEncodeError:
-                    return k if isinstance(k, str) else "?"
-    return None
-
-
-def _iter_local_rows(path: Path, source: str) -> Iterator[Row]:
-    suffix = path.suffix.lower()
-    if suffix == ".parquet":
-        pf = pq.ParquetFile(path)
-        wanted = REQUIRED[source] + OPTIONAL[source]
-        cols = [c for c in wanted if c in pf.schema_arrow.names]
-        row = 0
-        for batch in pf.iter_batches(batch_size=_BATCH_ROWS, columns=cols):
-            for rec in batch.to_pylist():
-                row += 1
-                yield f"{path} row {row}", rec, None
-    elif suffix == ".csv":
-        with open(path, newline="", encoding="utf-8-sig", errors="surrogateescape") as f:
-            reader, n = csv.DictReader(f, strict=True), 0
-            while True:
-                line = reader.line_num + 1
-                try:
-                    rec = next(reader)
-                except StopIteration:
-                    break
-                except csv.Error as e:
-                    rec, bad = None, f"not valid CSV ({e})"
-                    if "unexpected end of data" in str(e):
-                        bad = (f"a quoted field opened on line {line} that is never closed: every line after "
-                               "it, to the end of the file, was read into it, so the rows after it cannot be "
-                               "read (an unbalanced \" quote)")
-                else:
-                    bad = "a different number of fields than the header" if (
-                        None in rec or None in rec.values()) else None
-                    field = None if bad else _surrogates(rec)
-                    if field is not None:
-                        bad = f"not UTF-8 text (field {field!r} holds bytes that are not UTF-8)"
-                n += 1
-                where = f"{path} row {n} (line {line})"
-                if bad or rec is None:
-                    yield where, None, ("row:malformed_csv", bad or "unreadable")
-                else:
-                    yield where, {k: (v if v != "" else None) for k, v in rec.items()}, None
-    elif _is_json_array(path):
-        for n, rec, err in _json_array_records(path):
-            yield f"{path} element {n}", rec, err
-    else:
-        for lineno, rec, err in _jsonl_records(path):
-            yield f"{path} line {lineno}", rec, err
-
-
-def _scan(p: Path, suffixes: tuple[str, ...] = SUFFIXES) -> list[Path]:
-    """Input files under p, recursively, sorted by path; hidden files and folders skipped (see walk_files)."""
-    return walk_files(p, suffixes)
-
-
-def _looks_like_path(s: str) -> bool:
-    """Not "name" or "owner/name": "./x", "/x", "a/b/c", "x.parquet", "C:\\x"."""
-    return not _HUB_ID.match(s) or s.startswith(".") or s.lower().endswith(SUFFIXES)
-
-
-# ---------------------------------------------------------------- row -> Caption
-def _describe(value: Any) -> str:
-    return "null (missing)" if value is None else f"{type(value).__name__} {str(value)[:40]!r}"
-
-
-def _number(value: Any) -> float | None:
-    """A float from a number or numeric string (CSV/JSON); None when absent or not a number."""
-    try:
-        x = float(value) if isinstance(value, (int, float, str)) and not isinstance(value, bool) else None
-    except ValueError:
-        return None
-    return None if x is None or math.isnan(x) else x
-
-
-def _text(value: Any) -> str | None:
-    """A stripped non-empty string from a str (or int id), else None."""
-    if isinstance(value, bool) or not isinstance(value, (str, int)):
-        return None
-    return str(value).strip() or None
-
-
-class CaptionSource:
+class CaptionSource(ShardedSource):
     """The shards of one caption source; `iter_shard` streams one shard's rows in order.
 
     `skipped[i]`: rows of shard i left out because they belong to another split (DOCCI release
@@ -372,13 +137,14 @@ class CaptionSource:
     def __init__(self, source: str, input: str, kind: str, shards: list[InputShard],
                  options: CaptionOptions, files: list[Path] | None = None, dataset: Any = None,
                  image_roots: list[Path | None] | None = None):
-        self.source, self.input, self.kind = source, input, kind
-        self.shards, self.options = shards, options
-        self._files, self._dataset = files, dataset
+        super().__init__(input, kind, shards, files, dataset)
+        self.source, self.options = source, options
+        self.columns = REQUIRED[source] + OPTIONAL[source]
         self._roots = image_roots or [None] * len(shards)
         self.skipped = [0] * len(shards)
-        # each local file as it was when opened: a file that changes while it is read stops its shard
-        self._prints = [Fingerprint.of(f) for f in files] if files is not None else None
+
+    def check_file(self, path: Path) -> None:
+        check_file(path, self.source)
 
     def describe(self) -> dict:
         d = {"source": self.source, "input": self.input, "kind": self.kind,
@@ -393,17 +159,9 @@ class CaptionSource:
         return d
 
     def iter_shard(self, index: int) -> Iterator[Caption | CaptionRejection]:
-        if not 0 <= index < len(self.shards):
-            raise IndexError(f"{self.input}: shard {index} out of range (0..{len(self.shards) - 1})")
-        shard = self.shards[index]
-        if self._files is not None:
-            check_file(self._files[index], self.source)  # raise now, not at the first next()
-            rows = _iter_local(self._files[index], self.source)
-        else:
-            rows = self._iter_hub(index)
-        base = re.split(r"[\\/]", shard.name)[-1]
+        rows = self._shard_rows(index)
         self.skipped[index] = 0
-        return self._rows(index, base, rows)
+        return self._rows(index, base_name(self.shards[index].name), rows)
 
     def _rows(self, index: int, base: str, rows: Iterator[Row]) -> Iterator[Caption | CaptionRejection]:
         want = self.options.split
@@ -413,120 +171,11 @@ class CaptionSource:
                     and rec["split"].strip() != want:
                 self.skipped[index] += 1  # another split of the release file: not this input
                 continue
-            yield self._convert(index, base, row, where, rec, err)
-        if self._prints is not None:
-            self._prints[index].check(self._files[index], row + 1)
+            yield caption_of(self.source, self.options, self._roots[index], base, row, where, rec, err)
+        self._check_unchanged(index, row + 1)
         if self.skipped[index]:
             log.info("%s: %d row(s) of other splits than %r skipped (DOCCI release file)",
                      self.shards[index].name, self.skipped[index], want)
-
-    def _iter_hub(self, index: int) -> Iterator[Row]:
-        ds = self._dataset.shard(num_shards=len(self.shards), index=index)
-        return hub_rows(ds, self.shards[index].name)
-
-    def _convert(self, index: int, base: str, row: int, where: str, rec: dict | None,
-                 err: tuple[str, str] | None) -> Caption | CaptionRejection:
-        src, opt = self.source, self.options
-
-        def reject(reason: str, detail: str) -> CaptionRejection:
-            return CaptionRejection(stable_hash(src, base, row), src, row, reason, f"{where}: {detail}")
-
-        if rec is None:
-            reason, message = err or ("row:malformed", "unreadable")
-            rest = ("the rest of the file is read" if "cannot be read" not in message
-                    else "the elements after it were not read" if "element" in where
-                    else "the rows after it were not read")
-            return reject(reason, f"row is {message}. Fix or delete it; {rest}.")
-        id_field, text_field = ID_FIELD[src], TEXT_FIELD[src]
-        raw_id = _text(rec.get(id_field))
-        if raw_id is None:
-            return reject("row:missing_id", f"field {id_field!r} is {_describe(rec.get(id_field))}; "
-                          f"every {src} row needs a non-empty {id_field!r}. Fill it in or drop the row.")
-        image, reason, problem = self._image(rec, self._roots[index])
-        if image is None:
-            return reject(reason, problem)
-        if src == "pixelprose":
-            bad = self._pixelprose_filter(rec)
-            if bad:
-                return reject(*bad)
-        raw_text = rec.get(text_field)
-        if raw_text is not None and not isinstance(raw_text, str):
-            return reject("caption:not_text", f"field {text_field!r} is {_describe(raw_text)}; expected a "
-                          "string. Write the caption as text or drop the row.")
-        if not isinstance(raw_text, str) or not raw_text.strip():
-            return reject("caption:empty", f"field {text_field!r} is {_describe(raw_text)}; expected a "
-                          "non-empty string. Fill in the caption or drop the row.")
-        pp = src == "pixelprose"
-        text = normalize_caption(raw_text, boilerplate=pp, meta_trim=pp, max_chars=opt.max_chars)
-        if len(text) < opt.min_chars:
-            return reject("caption:too_short" if text else "caption:empty",
-                          f"field {text_field!r} is {text!r} after normalisation, shorter than "
-                          f"min_chars={opt.min_chars}. Write a real caption or lower min_chars.")
-        # PixMo: the full sha256 hex of image_url, as Kyutai's released generator names its rows.
-        cid = hashlib.sha256(raw_id.encode()).hexdigest() if src == "pixmo" else raw_id
-        return Caption(id=cid, source=src, text=text, image=image, row=row)
-
-    def _pixelprose_filter(self, rec: dict) -> tuple[str, str] | None:
-        """(reason, detail) when a PixelProse row is left out, else None."""
-        opt = self.options
-        status = rec.get("status")
-        if not (isinstance(status, str) and status.strip() == "success"):
-            return ("pixelprose:status", f"status is {status!r} (error_message: "
-                    f"{rec.get('error_message')!r}); only 'success' rows have a usable image.")
-        if opt.watermark_classes is not None:
-            raw = rec.get("watermark_class_id")
-            cls = _number(raw)
-            if cls is None or cls != int(cls) or int(cls) not in WATERMARK_CLASSES:
-                return ("pixelprose:watermark_unknown", f"watermark_class_id is {_describe(raw)}; expected "
-                        f"0 (watermark), 1 (clean) or 2 (text overlay) to apply watermark_classes="
-                        f"{list(opt.watermark_classes)}. Fix the value, or drop the watermark filter.")
-            if int(cls) not in opt.watermark_classes:
-                name = WATERMARK_CLASSES[int(cls)]
-                return (f"pixelprose:{name}", f"watermark_class_id={int(cls)} ({name}) is not in "
-                        f"watermark_classes={list(opt.watermark_classes)}; add {int(cls)} to keep such rows.")
-        if opt.max_toxicity is not None:
-            scores = {c: _number(rec.get(c)) for c in TOXICITY_COLUMNS}
-            scores = {c: v for c, v in scores.items() if v is not None}
-            if scores and max(scores.values()) > opt.max_toxicity:
-                col = max(scores, key=scores.__getitem__)
-                return ("pixelprose:toxicity", f"{col}={scores[col]:.3f} > max_toxicity={opt.max_toxicity} "
-                        "(raise max_toxicity, or drop it, to keep the row).")
-        return None
-
-    def _image(self, rec: dict, root: Path | None) -> tuple[ImageRef | None, str, str]:
-        """(image, reason, detail): image None with the rejection reason and detail when unusable."""
-        fill = " Every caption needs its image; fill it in or drop the row."
-        if self.source == "pixmo":
-            return ImageRef(url=_text(rec.get("image_url"))), "", ""
-        if self.source == "pixelprose":
-            url = _text(rec.get("url"))
-            if url is None:
-                return None, "image:missing", f"field 'url' is {_describe(rec.get('url'))}.{fill}"
-            sha = rec.get("sha256")
-            return ImageRef(url=url, sha256=sha.strip() if isinstance(sha, str) and sha.strip() else None), "", ""
-        if "image_file" in rec and rec.get("image") is None:  # docci release: relative to the image root
-            name = _text(rec.get("image_file"))
-            if name is None:
-                return None, "image:missing", f"field 'image_file' is {_describe(rec.get('image_file'))}.{fill}"
-            if root is None:
-                return ImageRef(path=name), "", ""
-            path = root / name
-            if not path.is_file():
-                return None, "image:not_found", (
-                    f"image_file {name!r} is not in the image root {str(root)!r} (looked for {str(path)!r}). "
-                    "Fix: extract docci_images.tar.gz there or pass the folder that holds the images "
-                    "(--image-root / image_root), or drop the row.")
-            return ImageRef(path=str(path)), "", ""
-        img = rec.get("image")  # docci mirror: {bytes, path} (Parquet / datasets) or a path string
-        if isinstance(img, str) and img.strip():
-            return ImageRef(path=img.strip()), "", ""
-        if isinstance(img, dict):
-            data, path = img.get("bytes"), _text(img.get("path"))
-            sha = hashlib.sha256(data).hexdigest() if isinstance(data, (bytes, bytearray)) and data else None
-            if sha or path:
-                return ImageRef(path=path, sha256=sha), "", ""
-        return None, "image:missing", (f"field 'image' is {_describe(img)}; expected a path or "
-                                       f"{{bytes, path}}.{fill}")
 
 
 # ---------------------------------------------------------------- open
@@ -553,46 +202,6 @@ def _open_hub(source: str, input: str, hub_id: str, options: CaptionOptions) -> 
     return CaptionSource(source, input, "hub", shards, options, dataset=ds)
 
 
-def first_records(source: Any, limit: int | None) -> Iterator[tuple[int, Any]]:
-    """(shard index, record) of a source's first `limit` records (None: all), in shard order.
-
-    Works on any source with `shards` and `iter_shard` (captions, benchmarks); a rejection counts as a
-    record, since it stands for an input row. A record whose id (a caption's id, a benchmark row's key) was
-    already read becomes a `row:duplicate_id` rejection naming the first one: two rows with one id would give
-    two dialogues with one id, of which a shard keeps only the last. A shard none of whose rows is read
-    (an empty file) is still named, as (index, None), so it gets its (empty) output shard."""
-    seen = 0
-    first: dict[int, int] = {}  # 64-bit hash of the id -> shard << 40 | row of its first row (~100 B an id)
-    for shard in source.shards:
-        named = False
-        for rec in source.iter_shard(shard.index):
-            if limit is not None and seen >= limit:
-                return
-            seen += 1
-            named = True
-            yield shard.index, _first_of_id(source, shard, rec, first)
-        if not named and (limit is None or seen < limit):
-            yield shard.index, None
-
-
-def _first_of_id(source: Any, shard: InputShard, rec: Any, first: dict[int, int]) -> Any:
-    if isinstance(rec, CaptionRejection):
-        return rec
-    key = getattr(rec, "caption_id", None) or rec.id  # a benchmark Dialogue's key, or a Caption's id
-    h = int.from_bytes(hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "big")
-    row = rec.row if isinstance(rec, Caption) else rec.input_row
-    if h not in first:
-        first[h] = shard.index << 40 | row
-        return rec
-    k, r = first[h] >> 40, first[h] & ((1 << 40) - 1)
-    base = re.split(r"[\\/]", shard.name)[-1]
-    return CaptionRejection(
-        stable_hash(rec.source, base, row), rec.source, row, "row:duplicate_id",
-        f"{shard.name} row {row + 1}: id {key[:80]!r} was already read at {source.shards[k].name} row {r + 1}; "
-        "a second row with the same id would make a dialogue with the same id. The first one is used. Fix: "
-        "remove the duplicate row, or give it its own id.")
-
-
 def _image_roots(source: str, files: list[Path], options: CaptionOptions) -> list[Path | None]:
     """DOCCI release files: the image root of each file (explicit, else images/ beside it if present)."""
     if options.image_root is not None:
@@ -614,31 +223,9 @@ def open_source(source: str, input: str, options: CaptionOptions = CaptionOption
     """Resolve `input` (local file or directory, hub id[@split], `hf://datasets/ID`, `hub:PATH_OR_ID`)."""
     if source not in SOURCES:
         raise ValueError(f"unknown caption source {source!r}; valid sources: {', '.join(SOURCES)}")
-    check_not_script(input)  # google/docci and the like: before any work
-    if input.startswith("hub:"):
-        return _open_hub(source, input, input[4:], options)
-    if input.startswith("hf://"):
-        hub_id = input[5:].removeprefix("datasets/").strip("/")
+    hub_id, files = resolve_input(input, SUFFIXES, "caption", "caption file or directory", "allenai/pixmo-cap")
+    if hub_id is not None:
         return _open_hub(source, input, hub_id, options)
-    p = Path(input).expanduser()
-    kind = kind_of(p)  # a broken link, a link loop, a folder not allowed in: say so, not "no such file"
-    if kind == "file":
-        if p.suffix.lower() not in SUFFIXES:
-            raise ValueError(f"{input}: unsupported caption file type {p.suffix!r}; "
-                             f"use one of {', '.join(SUFFIXES)}")
-        files = [p]
-    elif kind == "dir":
-        files = _scan(p)
-        if not files:
-            raise FileNotFoundError(f"{input}: directory has no caption files "
-                                    f"({', '.join('*' + s for s in SUFFIXES)}, searched recursively)")
-    elif _looks_like_path(input.partition("@")[0]):
-        raise FileNotFoundError(
-            f"{input}: no such file or directory. Give an existing caption file or directory, or a "
-            f"hub dataset id such as allenai/pixmo-cap (prefix hub: to force the hub loader)."
-        )
-    else:
-        return _open_hub(source, input, input, options)
     for f in files:  # cheap up-front check: footers, headers, first JSON lines
         check_file(f, source)
     roots = _image_roots(source, files, options)

@@ -10,8 +10,9 @@ from dataclasses import asdict, dataclass
 from typing import Any, Iterator
 
 import prompts
-from pipeline.captions import CaptionSource, first_records
+from pipeline.captions import CaptionSource
 from pipeline.dialogues import DialogueConfig, dialogue_id, dialogue_seed
+from pipeline.sources import first_records
 from pipeline.types import (
     DIALOGUE_SCHEMA,
     CaptionRejection,

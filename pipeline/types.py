@@ -42,6 +42,14 @@ class ImageRef:
     sha256: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class InputShard:
+    """One shard of a caption or benchmark input: a local file, or a shard of a streaming hub dataset."""
+
+    index: int
+    name: str  # file path, or f"{hub_id}#shard{i}"
+
+
 @dataclass(slots=True)
 class Caption:
     id: str

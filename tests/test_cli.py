@@ -100,7 +100,7 @@ def test_caption_reading_options(tmp_path):
 def test_dialogue_defaults_agree_across_dialogues_generic_and_manifests():
     import inspect
 
-    import cli
+    from pipeline.dialogue_cli import dialogues, generic
     from pipeline.dialogues import DialogueConfig
     from pipeline.manifest import Defaults
 
@@ -108,7 +108,7 @@ def test_dialogue_defaults_agree_across_dialogues_generic_and_manifests():
     want = {k: getattr(DialogueConfig(), k) for k in keys}
     assert want["on_length"] == "trim" and want["redraws"] >= 1
     assert {k: getattr(Defaults(), k) for k in keys} == want
-    for cmd in (cli.dialogues, cli.generic):
+    for cmd in (dialogues, generic):
         params = inspect.signature(cmd).parameters
         assert {k: params[k].default for k in keys} == want, cmd.__name__
 

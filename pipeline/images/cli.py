@@ -7,6 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from pipeline.cli_options import NoProgress, Overwrite, RayAddress, fail
+
 AllowAddress = Annotated[Optional[list[str]], typer.Option(
     "--allow-address", help="An IP or CIDR that may be fetched although it is not public (loopback, private, "
     "link-local); repeat for several. Only for a server you trust, e.g. 127.0.0.1 for a local mirror or the "
@@ -44,11 +46,11 @@ def images(
     retries: Annotated[int, typer.Option("--retries", min=0, help="Retries of a transient failure (timeout, 5xx, unreachable).")] = 1,
     threads: Annotated[int, typer.Option("--threads", min=1, help="img2dataset download threads per worker.")] = 32,
     workers: Annotated[int, typer.Option("--workers", min=0, help="0 (default): in-process, img2dataset's download threads (--threads); N: N Ray actors (one CPU each, spread over the cluster's nodes), each with its threads.")] = 0,
-    ray_address: Annotated[Optional[str], typer.Option("--ray-address", envvar="RAY_ADDRESS", help="Join an existing Ray cluster (default: start a local one).")] = None,
+    ray_address: RayAddress = None,
     limit: Annotated[Optional[int], typer.Option("--limit", min=0, help="Use only the first N accepted dialogue rows.")] = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Discard what --out holds and start over.")] = False,
+    overwrite: Overwrite = False,
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Fetch again the images recorded as failed (transient reasons).")] = False,
-    no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
+    no_progress: NoProgress = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Ray logs.")] = False,
 ) -> None:
     """Fetch, verify, resize and store the images a split's dialogues reference (img2dataset; docs/images.md).
@@ -68,8 +70,7 @@ def images(
                              run_opts=RunOptions(overwrite=overwrite, retry_failed=retry_failed, max_inflight=4,
                                                  chunk_size=16, flush_rows=16, progress=not no_progress))
     except (ValueError, FileNotFoundError) as e:
-        typer.secho(f"error: {e}", fg="red", err=True)
-        raise typer.Exit(2)
+        fail(e)
     rec = json.loads((Path(out) / "_images.run.json").read_text())
     d = summary.to_dict()
     d["images"] = rec.get("images")

@@ -9,9 +9,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from pipeline.benchmark_rows import RENDERED_TEXT_QUESTIONS
 from pipeline.benchmarks import (
     BENCHMARKS,
-    RENDERED_TEXT_QUESTIONS,
     BenchmarkSchemaError,
     open_benchmark,
 )

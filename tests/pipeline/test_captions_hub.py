@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.captions import CaptionSchemaError, InputShard, open_source
-from pipeline.types import CaptionRejection, stable_hash
+from pipeline.captions import CaptionSchemaError, open_source
+from pipeline.types import CaptionRejection, InputShard, stable_hash
 from tests.pipeline.test_captions import FIX, captions, load, rejections
 
 

@@ -132,26 +132,6 @@ def test_cpu_engine_computes_on_every_core(tiny_engine):
     assert {str(c) for c in cores} <= pinned  # one OpenMP thread pinned on each core
 
 
-def test_cpu_cores_are_shared_out_between_engines():
-    from pipeline.engines import cpu_cores_for, numa_nodes
-
-    cores = list(range(7))
-    one = [cores]
-    assert [cpu_cores_for((i, 3), cores, one) for i in range(3)] == [[0, 1, 2], [3, 4], [5, 6]]
-    assert cpu_cores_for((0, 1), cores, one) == cores
-    assert cpu_cores_for((1, 4), [0, 1], [[0, 1]]) == [0, 1]  # more engines than cores: they share all
-    assert cpu_cores_for((1, 2), [0, 1], [[0, 1]]) == [1]
-    # two NUMA nodes: one engine stays on node 0 (as vLLM's own binding), engines alternate nodes
-    two = [[0, 1, 2, 3], [4, 5, 6, 7]]
-    assert cpu_cores_for((0, 1), list(range(8)), two) == [0, 1, 2, 3]
-    assert [cpu_cores_for((i, 2), list(range(8)), two) for i in range(2)] == [[0, 1, 2, 3], [4, 5, 6, 7]]
-    assert [cpu_cores_for((i, 4), list(range(8)), two) for i in range(4)] == [[0, 1], [4, 5], [2, 3], [6, 7]]
-    assert [cpu_cores_for((i, 3), list(range(8)), two) for i in range(3)] == [[0, 1], [4, 5, 6, 7], [2, 3]]
-    # this machine: every allowed core is in exactly one group
-    mine = sorted(os.sched_getaffinity(0))
-    assert sorted(c for g in numa_nodes(mine) for c in g) == mine
-
-
 def test_batch_invariant_mode_where_vllm_has_it(monkeypatch):
     """vLLM's batch-invariant mode: on for NVIDIA GPUs of compute capability >= 8.0, off on the CPU and older
     GPUs, and the user's own VLLM_BATCH_INVARIANT always wins."""

@@ -10,7 +10,9 @@ import torch
 
 from augment.rows import RowStream
 from tests.augment import speech_row, text_row, write_corpus
-from trainer.data import MOSHI_DELAYS, CorpusLoader, DataConfig, collate_speech, collate_text, crop_row
+from trainer.collate import MOSHI_DELAYS, collate_speech, collate_text, crop_row
+from trainer.config import DataConfig
+from trainer.data import CorpusLoader
 
 # --- collation on hand-made rows -------------------------------------------------------------------
 

@@ -11,7 +11,8 @@ from PIL import Image
 
 from pipeline.images.schema import ref_id
 from tests.pipeline.corpus.conftest import WEB, ROOT
-from trainer.data import CorpusLoader, DataConfig
+from trainer.config import DataConfig
+from trainer.data import CorpusLoader
 from trainer.images import preprocess
 
 SPLITS = {"docci-prop": 1.0, "pixelprose-ts1": 1.0, "tallyqa": 1.0}

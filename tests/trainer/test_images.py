@@ -6,7 +6,8 @@ import pytest
 from PIL import Image
 
 from tests.augment import speech_row, text_row, write_corpus
-from trainer.data import CorpusLoader, DataConfig
+from trainer.config import DataConfig
+from trainer.data import CorpusLoader
 from trainer.images import (ImageLoader, MissingImageError, image_candidates, placeholder, placeholder_rgb,
                             preprocess)
 

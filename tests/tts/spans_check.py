@@ -63,3 +63,18 @@ def check_row_words(row: dict) -> None:
         assert 0.0 <= w["start_s"] < w["end_s"] <= dur + 1e-9, w
         assert w["start_s"] >= last.get(w["speaker"], 0.0) - 1e-9, f"starts go back at {w}"
         last[w["speaker"]] = w["start_s"]
+
+
+def check_span_lines_up_with_the_sound(backend, voice: str, tolerance_s: float) -> None:
+    """"Hello, world.": "Hello" ends where "Hello" said alone ends and where the sound before the comma's pause
+    ends, "world" starts where the sound after it starts (within `tolerance_s`); spreading the words evenly
+    over the characters would miss by more than that."""
+    u = backend.synthesize("Hello, world.", voice)
+    lone = backend.synthesize("Hello", voice)
+    hello, world = u.words
+    lone_end = speech_regions(lone)[-1][1]
+    assert abs(hello.end_s - lone_end) < 0.1
+    first, second = speech_regions(u)[:2]  # the comma makes a pause
+    assert abs(hello.end_s - first[1]) < tolerance_s and abs(world.start_s - second[0]) < tolerance_s
+    even_end = len(u.audio) / u.sample_rate_hz * len("Hello,") / len("Hello,world.")
+    assert abs(even_end - lone_end) > 0.1

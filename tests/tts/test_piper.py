@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 
 from tts.backend import create_backend
-from tts.piper_backend import PiperBackend, _proportional_sizes, _split_at_units
+from tts.phoneme_align import align
+from tts.piper_backend import PiperBackend
 
-from .spans_check import check_utterance, inside_outside_rms, speech_regions
+from .spans_check import check_span_lines_up_with_the_sound, check_utterance, inside_outside_rms
 
 SENTENCE = (
     "Dr. Smith paid $5, then walked in the park with the dog — at 3:30pm on the 1st of May, "
@@ -42,7 +43,7 @@ def test_fused_words_get_their_own_phonemes(piper):
     text = "I walked to the left of the house in the park"
     words = piper._phonemize(" ".join(text.split()))
     assert len(words) < len(text.split())  # eSpeak fuses "of the", "in the"
-    aligned = piper._align(words, text.split())
+    aligned = align(words, text.split(), piper._isolated_phonemes)
     assert ["".join(p).replace("ˈ", "") for p in aligned[5:9]] == ["ʌv", "ðə", "hˈaʊs".replace("ˈ", ""), "ɪn"]
     u = piper.synthesize(text, "joe")
     check_utterance(u, text)
@@ -51,25 +52,8 @@ def test_fused_words_get_their_own_phonemes(piper):
         assert a.end_s - a.start_s >= 0.03, a
 
 
-def test_split_helpers():
-    assert _split_at_units(["w", "ˈ", "ɪ", "ð", "ð", "ə"], [3, 2]) == [["w", "ˈ", "ɪ", "ð"], ["ð", "ə"]]
-    assert _split_at_units(["ɪ", "n", "ˈ", "ð", "ə"], [2, 2]) == [["ɪ", "n"], ["ˈ", "ð", "ə"]]
-    assert _proportional_sizes(5, [3, 1, 1]) == [3, 1, 1]
-    assert _proportional_sizes(3, [2, 2]) in ([2, 1], [1, 2])
-    assert sum(_proportional_sizes(7, [1, 5, 2])) == 7 and min(_proportional_sizes(7, [1, 5, 2])) >= 1
-
-
 def test_span_lines_up_with_the_sound(piper):
-    u = piper.synthesize("Hello, world.", "joe")
-    lone = piper.synthesize("Hello", "joe")
-    hello, world = u.words
-    lone_end = speech_regions(lone)[-1][1]
-    assert abs(hello.end_s - lone_end) < 0.1
-    first, second = speech_regions(u)[:2]  # the comma makes a pause
-    assert abs(hello.end_s - first[1]) < 0.06 and abs(world.start_s - second[0]) < 0.06
-    # Spreading the words evenly over the characters would miss by more than the tolerance.
-    even_end = len(u.audio) / u.sample_rate_hz * len("Hello,") / len("Hello,world.")
-    assert abs(even_end - lone_end) > 0.1
+    check_span_lines_up_with_the_sound(piper, "joe", tolerance_s=0.06)
 
 
 def test_voices_and_speed_variants(piper):

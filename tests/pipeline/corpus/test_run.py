@@ -151,7 +151,7 @@ def test_a_failing_split_is_reported_and_the_others_go_on(tmp_path):
     """A split whose input turns out corrupt while it is read (past what the start-of-run check reads) fails
     alone; the others go on. (A split whose input cannot be opened at all stops the run before any work:
     tests/integration/test_cli_hostile_inputs.py.)"""
-    from tests.pipeline.test_hostile_inputs import corrupt_past_footer
+    from tests.pipeline.hostile_inputs import corrupt_past_footer
 
     bad = tmp_path / "ocrvqa.parquet"
     corrupt_past_footer(bad, [{"image_id": str(i), "image": f"ocr/{i}.jpg", "questions": [f"Who wrote book {i}?"],

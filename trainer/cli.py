@@ -1,0 +1,48 @@
+"""`ssvd train` and `ssvd export-adapters`: the commands' options and bodies (registered in cli.py)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from pipeline.cli_options import NoProgress, fail, setup
+
+
+def train(
+    config: Annotated[Path, typer.Argument(help="Training config YAML: model, data and train sections (manifests/train-quickstart.yaml runs on CPU).")],
+    data: Annotated[Path, typer.Option("--data", help="A corpus directory made by `ssvd run` (reads DIR/<split>/tokens, weights from manifest.json).")],
+    out: Annotated[Path, typer.Option("--out", help="Run directory: metrics.jsonl, config.json, checkpoints/ (adapters only + optimizer and loader state).")],
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the newest checkpoint in --out (same config); with none there, start fresh.")] = False,
+    stop_after: Annotated[Optional[int], typer.Option("--stop-after", min=1, help="Stop after this many steps in total, with a checkpoint (the schedule stays that of train.steps); --resume continues.")] = None,
+    no_progress: NoProgress = False,
+) -> None:
+    """Train the MoshiVis adapters (gated cross-attention on a frozen Moshi and SigLIP) on a corpus. Multi-GPU: torchrun --nproc-per-node N -m cli train ..."""
+    from trainer.config import TrainConfigError, load_train_config
+    from trainer.loop import train as run_training
+
+    setup(False)
+    try:
+        cfg = load_train_config(config)
+        summary = run_training(cfg, data, out, resume=resume, progress=not no_progress, stop_after=stop_after)
+    except (TrainConfigError, ValueError, FileNotFoundError) as e:
+        fail(e)
+    if summary["rank"] == 0:  # under torchrun: one summary (rank 0's losses), not one per process
+        typer.echo(json.dumps(summary, default=str))
+
+
+def export_adapters(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory of `ssvd train` (its newest checkpoint is exported).")],
+    out: Annotated[Path, typer.Option("--out", help="The .safetensors file to write (bf16, the full bundle).")],
+    fmt: Annotated[str, typer.Option("--format", help="kyuteye: the layout Kyutai's PyTorch MoshiVis loads.")] = "kyuteye",
+    backbone: Annotated[Optional[str], typer.Option("--backbone", help="The Moshi the adapters go with: a transformers id/path (default: the run's model.backbone) or Kyutai's moshi model.safetensors.")] = None,
+) -> None:
+    """Export trained adapters with their backbone and SigLIP as one checkpoint Kyutai's MoshiVis loads (docs/trainer.md)."""
+    from trainer.export_kyuteye import export_adapters as run_export
+
+    setup(False)
+    try:
+        typer.echo(json.dumps(run_export(run_dir, out, backbone=backbone, fmt=fmt), default=str))
+    except (ValueError, FileNotFoundError, OSError) as e:
+        fail(e)
