@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-$(FLAVOUR)-$(shell cat pyproject.toml Makefile | sha
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: install demo test test-full storm bench bench-speech bench-loader clean
+.PHONY: install demo test test-full storm bench bench-speech bench-loader bench-images clean
 
 install: $(STAMP)
 
@@ -94,6 +94,11 @@ bench-speech: install
 # Trainer data loader: samples/s per core with augmentation on, memory at 1x and 10x shards (last line: JSON).
 bench-loader: install
 	$(PY) bench/loader_throughput.py $(BENCH_ARGS)
+
+# Images stage: img2dataset's own multiprocessing distributor vs. `ssvd images` in-process and on Ray
+# workers, over the same generated JPEGs served on 127.0.0.1 (last line: JSON; docs/images.md).
+bench-images: install
+	$(PY) bench/images_throughput.py $(BENCH_ARGS)
 
 clean:
 	rm -rf demo-out .pytest_cache
