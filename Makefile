@@ -44,7 +44,7 @@ endif
 	$(PIP) freeze | grep -iE '^(torch|numpy|opencv-python-headless|pandas|pydantic|protobuf|pyarrow|pillow|fsspec)==' > $(VENV)/constraints-images.txt
 	$(PIP) install -q -c $(VENV)/constraints-images.txt 'fire>=0.4,<0.8' 'webdataset>=0.2.5,<0.3' \
 		'exifread-nocycle>=3.0.1,<4' 'albumentations>=1.3,<2' 'wandb>=0.17'
-	$(PY) -c "import vllm, ray, cli, moshi.models.tts, img2dataset.downloader" 
+	NO_ALBUMENTATIONS_UPDATE=1 $(PY) -c "import vllm, ray, cli, moshi.models.tts, img2dataset.downloader"
 	@rm -f $(VENV)/.installed-*; touch $(STAMP)
 
 # The main job on the embedded CPU default: manifests/quickstart.yaml, the whole corpus shape of
@@ -70,8 +70,9 @@ demo: install
 	$(VENV)/bin/ssvd train manifests/train-quickstart.yaml --data $(DEMO) --out $(DEMO)-train --resume
 	@echo "corpus: $(DEMO) (manifest.json, README.md), preview: $(DEMO)/preview.html, report: $(DEMO)/report/index.html, adapters: $(DEMO)-train"
 
+# --durations: the slowest tests, to keep CI (install + this) under 45 minutes on 2 cores.
 test: install
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q --durations=30 $(PYTEST_ARGS)
 
 # Every test at full size: also the tests marked `full` (a lost node under `ssvd run`), which `make test` skips.
 test-full: install

@@ -92,7 +92,7 @@ class Steps:
         joined Ray cluster (--ray-address) `--workers` actors spread over its nodes. Images another split of
         this corpus stored already are copied from it, not fetched again."""
         from pipeline.images.schema import ImageOptions
-        from pipeline.images.stage import images
+        from pipeline.images.stage import images, run_options
 
         opts = self.args.images or ImageOptions()
         workers = self.args.workers if self.args.ray_address else 0
@@ -104,7 +104,7 @@ class Steps:
             embedded = open_benchmark(u.spec.benchmark, u.spec.input)
         return images(src, out, opts, workers=workers, ray_address=self.args.ray_address, verbose=self.args.verbose,
                       reuse=reuse, kept=self.kept["images"], embedded=embedded,
-                      run_opts=RunOptions(max_inflight=4, chunk_size=16, flush_rows=16, progress=self.args.progress))
+                      run_opts=run_options(opts, progress=self.args.progress))
 
     # --- speech and tokens ---
     def _pool_args(self):

@@ -61,14 +61,14 @@ def images(
     import logging
 
     from pipeline.images.stage import images as run_images
-    from pipeline.runner import RunOptions
+    from pipeline.images.stage import run_options
 
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         opts = options(image_size, min_side, max_bytes, max_pixels, timeout_s, retries, threads, allow_address, mirror)
         summary = run_images(input, out, opts, workers=workers, ray_address=ray_address, verbose=verbose, limit=limit,
-                             run_opts=RunOptions(overwrite=overwrite, retry_failed=retry_failed, max_inflight=4,
-                                                 chunk_size=16, flush_rows=16, progress=not no_progress))
+                             run_opts=run_options(opts, overwrite=overwrite, retry_failed=retry_failed,
+                                                  progress=not no_progress))
     except (ValueError, FileNotFoundError) as e:
         fail(e)
     rec = json.loads((Path(out) / "_images.run.json").read_text())

@@ -135,15 +135,15 @@ def test_private_addresses_refused_without_the_allow_list(image_server, tmp_path
 
 def test_killed_and_resumed_fetches_nothing_twice(image_server, tmp_path):
     base = image_server.base
-    # 4 chunks of 16 images (the command's chunk size), each with one slow image (2 s timeout), so that
-    # the run is still going when the first chunk's rows are saved
+    # 4 chunks of 16 images (a chunk is 2 x --threads images), each with one slow image (2 s timeout),
+    # so that the run is still going when the first chunk's rows are saved
     refs = []
     for c in range(4):
         refs += [{"url": f"{base}/resume/{c}-{i}.jpg"} for i in range(15)] + [{"url": f"{base}/slow/{c}.jpg"}]
     dlg = write_dialogues(tmp_path / "dlg", [refs])
     out = tmp_path / "images"
     cmd = [sys.executable, "-m", "cli", "images", "--in", str(dlg), "--out", str(out), "--allow-address",
-           "127.0.0.1", *COMMON]
+           "127.0.0.1", "--threads", "8", *COMMON]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     parts = out / ".parts" / "images-00000"
     deadline = time.monotonic() + 120
@@ -156,7 +156,7 @@ def test_killed_and_resumed_fetches_nothing_twice(image_server, tmp_path):
     saved = {r["url"] for f in parts.glob("part-*.parquet") for r in pq.read_table(f, columns=["url"]).to_pylist()}
     assert 0 < len(saved) < len(refs)
     counts_at_kill = image_server.requests.copy()
-    ssvd("images", "--in", dlg, "--out", out, "--allow-address", "127.0.0.1", *COMMON)
+    ssvd("images", "--in", dlg, "--out", out, "--allow-address", "127.0.0.1", "--threads", "8", *COMMON)
     rows = _rows(out)
     assert len(rows) == len(refs)
     for u in saved:  # nothing saved before the kill was fetched again
