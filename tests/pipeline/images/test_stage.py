@@ -170,5 +170,5 @@ def test_killed_and_resumed_fetches_nothing_twice(image_server, tmp_path):
     assert sum(r["status"] == "ok" for r in rows.values()) > 0
     # a third run fetches nothing at all
     before = sum(image_server.requests.values())
-    ssvd("images", "--in", dlg, "--out", out, "--allow-address", "127.0.0.1", *COMMON)
+    ssvd("images", "--in", dlg, "--out", out, "--allow-address", "127.0.0.1", "--threads", "8", *COMMON)
     assert sum(image_server.requests.values()) == before
