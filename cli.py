@@ -1,8 +1,8 @@
 """ssvd — synthetic spoken visual dialogues (MoshiVis corpus). Run `ssvd --help`.
 
 The `ssvd` app: it registers the commands, whose options and bodies live with their stage
-(pipeline/dialogue_cli.py, pipeline/audio_cli.py, pipeline/images/cli.py, pipeline/corpus/cli.py, trainer/cli.py;
-shared options in pipeline/cli_options.py), and holds the small inspection commands (export, show, prompts show).
+(pipeline/dialogue/cli.py, pipeline/speech/cli.py, pipeline/tokens/cli.py, pipeline/images/cli.py,
+pipeline/corpus/cli.py, trainer/cli.py; shared options in pipeline/core/cli_options.py), and holds the small inspection commands (export, show, prompts show).
 """
 from __future__ import annotations
 
@@ -12,10 +12,11 @@ from typing import Annotated, Optional
 
 import typer
 
-from pipeline.audio_cli import speech, tokens
-from pipeline.cli_options import Limit, NoProgress, Out, fail
+from pipeline.speech.cli import speech
+from pipeline.tokens.cli import tokens
+from pipeline.core.cli_options import Limit, NoProgress, Out, fail
 from pipeline.corpus.cli import estimate, preview, report, run, status, verify
-from pipeline.dialogue_cli import dialogues, generic
+from pipeline.dialogue.cli import dialogues, generic
 from pipeline.images.cli import images
 from trainer.cli import export_adapters, train
 
@@ -44,7 +45,7 @@ def export(
     no_progress: NoProgress = False,
 ) -> None:
     """Export speech (or decoded token) shards in another trainer's format."""
-    from pipeline.export import export_moshi_finetune
+    from pipeline.views.export import export_moshi_finetune
 
     if format != "moshi-finetune":
         fail(ValueError(f"--format {format!r}: only moshi-finetune is supported"))
@@ -63,10 +64,10 @@ def show(
     limit: Annotated[int, typer.Option("--limit", help="At most this many records (0: all).")] = 5,
 ) -> None:
     """Print dialogues as readable transcripts; speech rows with turn times; token rows with their text stream."""
-    from pipeline import sample_view
-    from pipeline.shards import iter_rows
-    from pipeline.stage_input import StageInputError, open_stage_input
-    from pipeline.transcript import dialogue_files, format_dialogue
+    from pipeline.views import sample_view
+    from pipeline.core.shards import iter_rows
+    from pipeline.core.stage_input import StageInputError, open_stage_input
+    from pipeline.views.transcript import dialogue_files, format_dialogue
 
     rows, fmt = None, format_dialogue
     if path.is_dir():

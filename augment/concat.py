@@ -5,7 +5,7 @@ prefix and suffix conversation, randomly sampled from this set of unrelated dial
 we randomly sample and trim the length of each of the three dialogues being concatenated."
 
 `concat_augment(row, generic, p_concat=, seed=, step=)` works on one token row (a dict with the
-columns of `pipeline.types.TOKEN_SCHEMA`: lists as from `pyarrow`'s `to_pylist`, or numpy arrays as
+columns of `pipeline.core.types.TOKEN_SCHEMA`: lists as from `pyarrow`'s `to_pylist`, or numpy arrays as
 from `augment.rows`). All randomness comes from `random.Random(f"{seed}:{step}:{row['id']}")`, drawn
 in this order:
 

@@ -1,6 +1,6 @@
 """Token rows as numpy, read row group by row group, and a resumable cycling stream over shards.
 
-A *token row* here is a dict with the columns of `pipeline.types.TOKEN_SCHEMA` that training needs,
+A *token row* here is a dict with the columns of `pipeline.core.types.TOKEN_SCHEMA` that training needs,
 the list columns as numpy arrays (views into the decoded row group, never Python lists of ints):
 
     id, split, kind, status, image ({url, path, sha256} or None), num_frames, frame_rate_hz,
@@ -28,7 +28,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.types import stable_int
+from pipeline.core.types import stable_int
 
 # The columns a trainer reads (never `words`, `provenance`, ...: they are large and unused).
 TRAIN_COLUMNS = ["id", "split", "kind", "status", "image", "num_frames", "frame_rate_hz", "text_tokens",
@@ -309,7 +309,7 @@ class RowStream:
 def rows_to_token_table(rows: Sequence[dict]) -> pa.Table:
     """Token rows (numpy arrays or lists) -> a `TOKEN_SCHEMA` table; columns a row lacks get empty
     defaults. For tests, benchmarks and tools that write token shards outside the tokens stage."""
-    from pipeline.types import TOKEN_SCHEMA
+    from pipeline.core.types import TOKEN_SCHEMA
 
     n = len(rows)
     defaults = {"string": "", "int32": 0, "int64": 0, "float": 0.0, "double": 0.0}

@@ -11,7 +11,7 @@ Measured in one run, on the same model and machine, over the same requests:
 - released: the released generator's own engine (`--baseline hf-lockstep`; by default whenever the
             model is a local transformers folder, e.g. builtin:smollm2): the same requests through
             Hugging Face transformers `generate` in left-padded batches of 64 dialogues, one message
-            per step, no KV reuse across steps (pipeline/replay_hf.py). `ratio_vs_released` is its
+            per step, no KV reuse across steps (pipeline/dialogue/replay_hf.py). `ratio_vs_released` is its
             generation time over ssvd's; `ratio_vs_released_with_start` adds each side's model/engine start.
 Message lengths follow a fixed distribution drawn from each dialogue's seed (`ignore_eos`),
 prompts are the real rendered instructions over the fixture captions.
@@ -88,13 +88,14 @@ def memory_probe(a: argparse.Namespace) -> None:
     """One short-dialogue run over N synthetic captions; prints peak RSS of driver and worker."""
     import ray
 
-    from pipeline.captions import open_source
-    from pipeline.dialogue_stage import DialogueStage
-    from pipeline.dialogues import DialogueConfig
-    from pipeline.engines import EngineOptions
-    from pipeline.models import resolve_model
-    from pipeline.runner import RunOptions, run_stage
-    from pipeline.workers import RayPool, WorkerSpec, init_ray, peak_rss_mib
+    from pipeline.sources.captions import open_source
+    from pipeline.dialogue.stage import DialogueStage
+    from pipeline.dialogue.protocol import DialogueConfig
+    from pipeline.dialogue.engines import EngineOptions
+    from pipeline.dialogue.models import resolve_model
+    from pipeline.core.runner import RunOptions, run_stage
+    from pipeline.core.ray_pool import RayPool, init_ray, peak_rss_mib
+    from pipeline.dialogue.worker import DialogueWorker, WorkerSpec
 
     model = resolve_model(a.model)
     dcfg = DialogueConfig(min_pairs=1, max_pairs=1, min_accepted_pairs=1, ignore_eos=True, length_targets=(2, 2))
@@ -104,7 +105,7 @@ def memory_probe(a: argparse.Namespace) -> None:
                               models={"user": {"name": a.model}, "assistant": {"name": a.model}})
         init_ray(None)
         opts = EngineOptions(kind=a.engine, device=a.device, max_model_len=a.max_model_len)
-        pool = RayPool(WorkerSpec(model, model, opts, dcfg), 1)
+        pool = RayPool(WorkerSpec(model, model, opts, dcfg), 1, worker_cls=DialogueWorker)
         t0 = time.perf_counter()
         s = run_stage(stage, Path(tmp) / "out", lambda: pool, RunOptions(progress=False, max_inflight=a.max_inflight))
         worker = ray.get(pool.actors[0].peak_rss_mib.remote())
@@ -130,7 +131,7 @@ def memory_scan(a: argparse.Namespace) -> None:
 
 
 def _released(a: argparse.Namespace, model, requests: list, gpus: float, log) -> dict:
-    from pipeline.replay_hf import hf_lockstep
+    from pipeline.dialogue.replay_hf import hf_lockstep
 
     import torch
 
@@ -142,7 +143,7 @@ def _released(a: argparse.Namespace, model, requests: list, gpus: float, log) ->
 
 def main() -> None:
     a = parse()
-    from pipeline.jobs import default_env
+    from pipeline.core.cli_options import default_env
 
     default_env()
     if a.memory_probe:
@@ -151,16 +152,17 @@ def main() -> None:
         return memory_scan(a)
     import ray
 
-    from pipeline.captions import open_source
-    from pipeline.dialogue_stage import DialogueStage
-    from pipeline.dialogues import DialogueConfig
-    from pipeline.engines import EngineOptions
-    from pipeline.models import resolve_model
-    from pipeline.runner import RunOptions, run_stage
-    from pipeline.workers import RayPool, WorkerSpec, init_ray, peak_rss_mib
+    from pipeline.sources.captions import open_source
+    from pipeline.dialogue.stage import DialogueStage
+    from pipeline.dialogue.protocol import DialogueConfig
+    from pipeline.dialogue.engines import EngineOptions
+    from pipeline.dialogue.models import resolve_model
+    from pipeline.core.runner import RunOptions, run_stage
+    from pipeline.core.ray_pool import RayPool, init_ray, peak_rss_mib
+    from pipeline.dialogue.worker import DialogueWorker, WorkerSpec
 
     model = resolve_model(a.model)
-    from pipeline.replay_hf import has_hf_weights
+    from pipeline.dialogue.replay_hf import has_hf_weights
 
     hf = a.baseline == "hf-lockstep" or (a.baseline == "auto" and has_hf_weights(model.path))
     if hf and not has_hf_weights(model.path):
@@ -184,7 +186,7 @@ def main() -> None:
 
     # --- ssvd: the real stage runner over Ray workers ---------------------------------------
     t0 = time.perf_counter()
-    pool = RayPool(WorkerSpec(model, model, opts, dcfg), a.workers, gpus_per_worker=gpus)
+    pool = RayPool(WorkerSpec(model, model, opts, dcfg), a.workers, gpus_per_worker=gpus, worker_cls=DialogueWorker)
     ray.get([w.record.remote(True) for w in pool.actors])
     start_s = time.perf_counter() - t0
     with tempfile.TemporaryDirectory() as out:
@@ -213,7 +215,7 @@ def main() -> None:
     if not a.skip_lockstep:
         log(f"lockstep: batches of {a.lockstep_batch} dialogues, one message per step, no prefix reuse...")
         lopts = EngineOptions(kind=a.engine, device=a.device, max_model_len=a.max_model_len, prefix_caching=False)
-        lpool = RayPool(WorkerSpec(model, model, lopts, dcfg), 1, gpus_per_worker=gpus)
+        lpool = RayPool(WorkerSpec(model, model, lopts, dcfg), 1, gpus_per_worker=gpus, worker_cls=DialogueWorker)
         res = ray.get(lpool.actors[0].replay.remote(requests, "lockstep", a.lockstep_batch))
         lock_s = res["elapsed_s"]
         if a.padded_lockstep:

@@ -101,9 +101,9 @@ def write_inputs(base: Path, urls: list[str]) -> tuple[Path, Path]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from pipeline.runstate import RunState
-    from pipeline.shards import ShardStore
-    from pipeline.types import DIALOGUE_SCHEMA, Dialogue, ImageRef, Turn, dialogue_to_row
+    from pipeline.core.runstate import RunState
+    from pipeline.core.shards import ShardStore
+    from pipeline.core.types import DIALOGUE_SCHEMA, Dialogue, ImageRef, Turn, dialogue_to_row
 
     url_list = base / "urls.parquet"
     pq.write_table(pa.table({"url": urls}), url_list)

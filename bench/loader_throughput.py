@@ -106,7 +106,7 @@ def synthesise(out: Path, rows: int, seed: int) -> Path:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from pipeline.types import TOKEN_SCHEMA
+    from pipeline.core.types import TOKEN_SCHEMA
 
     rng = np.random.default_rng(seed)
     splits = [(n, "speech", w, "split") for n, w in SPEECH.items()] + [(n, "text", w, "split") for n, w in TEXT.items()]

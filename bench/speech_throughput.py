@@ -61,9 +61,9 @@ def caption_sentences() -> list[str]:
 
 
 def write_dialogues(out: Path, n: int, pairs: int, seed: int) -> None:
-    from pipeline.runstate import RunState
-    from pipeline.shards import ShardStore
-    from pipeline.types import DIALOGUE_SCHEMA, Dialogue, Turn, dialogue_to_row
+    from pipeline.core.runstate import RunState
+    from pipeline.core.shards import ShardStore
+    from pipeline.core.types import DIALOGUE_SCHEMA, Dialogue, Turn, dialogue_to_row
 
     rng = random.Random(seed)
     sentences = caption_sentences()
@@ -112,7 +112,7 @@ def encode_on_ray(spec: str, device: str, batches, workers: int, cpus: float) ->
     """Wall time of W Ray actors (`cpus` each) encoding their share of the batches at once (actors warm)."""
     import ray
 
-    from pipeline.ray_pool import init_ray
+    from pipeline.core.ray_pool import init_ray
 
     init_ray(None)
     cls = ray.remote(num_cpus=cpus)(_Encoder)
@@ -135,11 +135,13 @@ def encode_on_ray(spec: str, device: str, batches, workers: int, cpus: float) ->
 
 def main() -> None:
     a = parse()
-    from pipeline import audio_jobs
-    from pipeline.runner import RunOptions
-    from pipeline.shards import iter_rows
-    from pipeline.speech_worker import SpeechSpec
-    from pipeline.token_worker import TokenSpec, _batches
+    from pipeline.core.stage_jobs import PoolArgs
+    from pipeline.speech.jobs import speech as speech_job
+    from pipeline.tokens.jobs import tokens as tokens_job
+    from pipeline.core.runner import RunOptions
+    from pipeline.core.shards import iter_rows
+    from pipeline.speech.worker import SpeechSpec
+    from pipeline.tokens.worker import TokenSpec, _batches
     from tts.audio import from_flac
     from tts.codec import load_codec
     from tts.voices import DEFAULT_USERS, VoiceConfig
@@ -148,7 +150,7 @@ def main() -> None:
     dlg, speech, tokens = base / "dialogues", base / "speech", base / "tokens"
     write_dialogues(dlg, a.dialogues, a.pairs, a.seed)
     # as `ssvd speech/tokens` do: the machine's cores shared among the workers
-    pool = audio_jobs.PoolArgs(workers=a.workers, cpus_per_worker=float(max(1, (os.cpu_count() or 1) // max(a.workers, 1))))
+    pool = PoolArgs(workers=a.workers, cpus_per_worker=float(max(1, (os.cpu_count() or 1) // max(a.workers, 1))))
     opts = RunOptions(overwrite=True, progress=False, chunk_size=2, max_inflight=4, flush_rows=8)
     voices = VoiceConfig(a.assistant_voice, tuple(a.user_voice or DEFAULT_USERS))
     tspec = TokenSpec(kind="speech", codec=a.codec, device=a.device)
@@ -156,9 +158,9 @@ def main() -> None:
     # Stage wall time from the runner (workers already up: model loading is a one-time cost,
     # reported apart as setup_s); the ceiling likewise starts with its codec loaded and warm.
     t0 = time.perf_counter()
-    s_speech = audio_jobs.speech(dlg, speech, SpeechSpec(voices), limit=None, pool_args=pool, opts=opts)
+    s_speech = speech_job(dlg, speech, SpeechSpec(voices), limit=None, pool_args=pool, opts=opts)
     t1 = time.perf_counter()
-    s_tokens = audio_jobs.tokens(speech, tokens, tspec, limit=None, pool_args=pool, opts=opts)
+    s_tokens = tokens_job(speech, tokens, tspec, limit=None, pool_args=pool, opts=opts)
     t2 = time.perf_counter()
     setup_s = (t2 - t0) - s_speech.elapsed_s - s_tokens.elapsed_s
 

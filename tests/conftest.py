@@ -12,7 +12,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 @pytest.fixture(scope="session")
 def tiny_mistral():
-    from pipeline.models import resolve_model
+    from pipeline.dialogue.models import resolve_model
 
     return resolve_model("builtin:tiny-mistral")
 
@@ -27,7 +27,7 @@ def loop():
 @pytest.fixture(scope="session")
 def tiny_engine(tiny_mistral, loop):
     """A real vLLM AsyncLLM on the CPU with the tiny Mistral (tekken tokenizer), started once."""
-    from pipeline.engines import EngineOptions, VllmEngine
+    from pipeline.dialogue.engines import EngineOptions, VllmEngine
 
     async def make():
         return VllmEngine.create(tiny_mistral, EngineOptions(device="cpu", max_model_len=8192, cpu_kvcache_gib=1))
@@ -56,7 +56,7 @@ FIXTURE_TURNS = [
 
 def write_dialogue_fixture(out_dir, shards=((0, 1), (2,)), rejected_in_first=True):
     """Dialogue shards as `ssvd dialogues` writes them: shard k holds FIXTURE_TURNS[i] for i in shards[k]."""
-    from pipeline.types import Dialogue, ImageRef, Turn, dialogue_to_row
+    from pipeline.core.types import Dialogue, ImageRef, Turn, dialogue_to_row
 
     all_rows = []
     for k, idxs in enumerate(shards):
@@ -77,9 +77,9 @@ def write_dialogue_fixture(out_dir, shards=((0, 1), (2,)), rejected_in_first=Tru
 
 def write_dialogue_shards(out_dir, shards: list[list[dict]]):
     """Dialogue rows as `ssvd dialogues` writes them: shard k holds shards[k], and a finished run record."""
-    from pipeline.runstate import RunState
-    from pipeline.shards import ShardStore
-    from pipeline.types import DIALOGUE_SCHEMA
+    from pipeline.core.runstate import RunState
+    from pipeline.core.shards import ShardStore
+    from pipeline.core.types import DIALOGUE_SCHEMA
 
     store = ShardStore(out_dir, "dialogues", DIALOGUE_SCHEMA)
     for k, rows in enumerate(shards):
@@ -99,14 +99,14 @@ def dialogue_dir(tmp_path_factory):
 # --- the Kyutai DSM TTS on the CPU: builtin:kyutai-tiny (random weights), built and loaded once ---
 @pytest.fixture(scope="session")
 def kyutai_tiny():
-    from pipeline.builtin_kyutai import resolve_kyutai_tiny
+    from tts.kyutai_tiny import resolve_kyutai_tiny
 
     return resolve_kyutai_tiny()
 
 
 @pytest.fixture(scope="session")
 def kyutai_backend(kyutai_tiny):
-    from pipeline.builtin_kyutai import TINY_VOICES
+    from tts.kyutai_tiny import TINY_VOICES
     from tts.kyutai_backend import KyutaiBackend
 
     return KyutaiBackend("builtin:kyutai-tiny", device="cpu", voices=TINY_VOICES)

@@ -100,9 +100,9 @@ def test_caption_reading_options(tmp_path):
 def test_dialogue_defaults_agree_across_dialogues_generic_and_manifests():
     import inspect
 
-    from pipeline.dialogue_cli import dialogues, generic
-    from pipeline.dialogues import DialogueConfig
-    from pipeline.manifest import Defaults
+    from pipeline.dialogue.cli import dialogues, generic
+    from pipeline.dialogue.protocol import DialogueConfig
+    from pipeline.manifest.spec import Defaults
 
     keys = ("min_pairs", "max_pairs", "temperature", "max_new_tokens", "on_length", "redraws", "repetition_penalty")
     want = {k: getattr(DialogueConfig(), k) for k in keys}

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from pipeline.cli_options import NoProgress, fail, setup
+from pipeline.core.cli_options import NoProgress, fail, setup
 
 
 def train(

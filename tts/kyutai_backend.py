@@ -6,7 +6,7 @@ It follows moshi's `TTSModel` API (moshi/models/tts.py): `CheckpointInfo.from_hf
 decoded with the model's Mimi the way `TTSModel.simple_generate` does.
 
 Devices: `cuda` (production) or `cpu` (same code path; slow with the real 1.6B model, fast with
-`builtin:kyutai-tiny`, the random-weight miniature built by `pipeline.builtin_kyutai` for tests and
+`builtin:kyutai-tiny`, the random-weight miniature built by `tts.kyutai_tiny` for tests and
 smoke runs). On the CPU, moshi's lazy `torch.compile` is switched off (`moshi.utils.compile.no_compile`):
 compiling costs ~20 s per process and again per batch shape, more than a tiny model's whole run.
 
@@ -51,7 +51,7 @@ import threading
 
 import numpy as np
 
-from pipeline.types import Utterance, stable_int
+from pipeline.core.types import Utterance, stable_int
 from tts.kyutai_setup import DEFAULT_REPO, DEFAULT_VOICES, TINY, _require, check_setup, hub
 from tts.normalize import assemble_spans, clause_mark, normalize_words
 

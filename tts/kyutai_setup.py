@@ -15,7 +15,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.shards import sha256_file
+from pipeline.core.shards import sha256_file
 from tts.backend import SpeechBackendUnavailable
 
 DEFAULT_REPO = "kyutai/tts-1.6b-en_fr"
@@ -73,7 +73,7 @@ class KyutaiSource:
 
 def resolve_source(hf_repo: str = DEFAULT_REPO, voice_repo: str | None = None) -> KyutaiSource:
     if hf_repo == TINY:
-        from pipeline.builtin_kyutai import resolve_kyutai_tiny
+        from tts.kyutai_tiny import resolve_kyutai_tiny
 
         tiny = resolve_kyutai_tiny()
         if voice_repo not in (None, tiny.voice_repo):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from tts.codec import Codec, _configure_threads, weights_sha256
+from tts.codec_model import Codec, configure_threads, weights_sha256
 
 
 class MoshiCodec(Codec):
@@ -78,7 +78,7 @@ def load_moshi_codec(spec: str, *, device: str = "cpu", num_codebooks: int = 8, 
 
     from tts.kyutai_setup import TINY, hub, resolve_source
 
-    _configure_threads(num_threads)
+    configure_threads(num_threads)
     source = resolve_source(spec if spec == TINY else spec.removeprefix("moshi:"))
     with hub(source):
         mimi = CheckpointInfo.from_hf_repo(source.repo).get_mimi(device=device)

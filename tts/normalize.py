@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 import unicodedata
 
-from pipeline.types import WordSpan
+from pipeline.core.types import WordSpan
 from tts.number_words import (ONES, plural_number, digits_to_words, number_to_words,
                                ordinal_to_words, year_to_words)
 

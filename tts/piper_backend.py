@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.types import Utterance
+from pipeline.core.types import Utterance
 from tts.backend import SpeechBackendUnavailable
 from tts.normalize import assemble_spans, clause_mark, normalize_words
 from tts.phoneme_align import align

@@ -33,7 +33,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from pipeline.types import Role, SpeechSample, TurnSpan, Utterance, WordSpan
+from pipeline.core.types import Role, SpeechSample, TurnSpan, Utterance, WordSpan
 from tts.audio import resample
 
 CHANNEL: dict[str, int] = {"assistant": 0, "user": 1}

@@ -1,6 +1,6 @@
 """The `dialogues` stage of a benchmark split: question/answer rows written as dialogue rows, no engine.
 
-Every benchmark row becomes one speechless user/assistant exchange (pipeline/benchmarks.py); a row
+Every benchmark row becomes one speechless user/assistant exchange (pipeline/sources/benchmarks.py); a row
 that cannot be used becomes a "rejected" row with its reason, so every input row is accounted for.
 The text split then reaches `tokens --kind text` exactly like a caption split.
 """
@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterator
 
-from pipeline.benchmarks import INSTRUCTION, BenchmarkSource
-from pipeline.sources import first_records
-from pipeline.types import DIALOGUE_SCHEMA, CaptionRejection, Dialogue, dialogue_to_row
+from pipeline.sources.benchmarks import INSTRUCTION, BenchmarkSource
+from pipeline.sources.sharded import first_records
+from pipeline.core.types import DIALOGUE_SCHEMA, CaptionRejection, Dialogue, dialogue_to_row
 
 
 @dataclass

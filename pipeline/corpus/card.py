@@ -15,8 +15,8 @@ from typing import Any
 import yaml
 
 from pipeline.corpus.layout import CARD, FINAL_STAGE, load_provenance, stages_for
-from pipeline.disk_space import writing
-from pipeline.types import TOKEN_SCHEMA
+from pipeline.core.disk_space import writing
+from pipeline.core.types import TOKEN_SCHEMA
 
 PAPER = ("Amélie Royer, Moritz Böhle, Gabriel de Marmiesse, Laurent Mazaré, Neil Zeghidour, Alexandre Défossez, "
          "Patrick Pérez. *Vision-Speech Models: Teaching Speech Models to Converse about Images* (MoshiVis). "

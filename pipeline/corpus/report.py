@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.corpus.layout import load_provenance
-from pipeline.shards import iter_rows
+from pipeline.core.shards import iter_rows
 
 REPORT_DIR = "report"
 REPORT_FORMAT = "ssvd-report/1"

@@ -24,9 +24,9 @@ from typing import Any
 from pipeline.corpus import provenance
 from pipeline.corpus.layout import LOCK, MANIFEST_JSON, stage_dir
 from pipeline.corpus.plan import Unit, config_hash, corpus_config, units
-from pipeline.disk_space import DiskFull
-from pipeline.manifest_load import load_manifest
-from pipeline.runstate import ConfigMismatch, _flatten, diff_keys, write_json_atomic
+from pipeline.core.disk_space import DiskFull
+from pipeline.manifest.load import load_manifest
+from pipeline.core.runstate import ConfigMismatch, _flatten, diff_keys, write_json_atomic
 
 log = logging.getLogger("ssvd")
 PHASES = ("dialogues", "images", "speech", "tokens")
@@ -186,8 +186,8 @@ def run_corpus(manifest_path: Path | str, out: Path, args: RunArgs) -> CorpusRes
 def preflight(todo: list[Unit]) -> None:
     """Open the input of every split to run (local: files, types, columns; hub: resolve the id), all before
     any work; raise CorpusInputError naming every split that cannot be read, with each one's own error."""
-    from pipeline.benchmarks import open_benchmark
-    from pipeline.captions import open_source
+    from pipeline.sources.benchmarks import open_benchmark
+    from pipeline.sources.captions import open_source
 
     bad = []
     for u in todo:

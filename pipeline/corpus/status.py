@@ -13,7 +13,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from pipeline.corpus.layout import LOCK, load_provenance
-from pipeline.progress import UNITS, eta_s, fmt_duration
+from pipeline.core.progress import UNITS, eta_s, fmt_duration
 
 
 def _lock(root: Path) -> dict | None:

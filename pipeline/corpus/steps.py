@@ -7,9 +7,9 @@ from pathlib import Path
 
 from pipeline.corpus.layout import stage_dir
 from pipeline.corpus.plan import Unit
-from pipeline.manifest import Manifest
-from pipeline.ray_pool import KeptPool
-from pipeline.runner import RunOptions, Summary
+from pipeline.manifest.spec import Manifest
+from pipeline.core.ray_pool import KeptPool
+from pipeline.core.runner import RunOptions, Summary
 
 
 def _options(stage: str, progress: bool) -> RunOptions:
@@ -48,8 +48,8 @@ class Steps:
 
     # --- dialogues ---
     def _engine_args(self):
-        from pipeline.engines import EngineOptions
-        from pipeline.jobs import EngineArgs
+        from pipeline.dialogue.engines import EngineOptions
+        from pipeline.dialogue.jobs import EngineArgs
 
         d = self.m.models.dialogue
         eng = EngineOptions(kind=d.engine, device=self.args.device,
@@ -59,8 +59,8 @@ class Steps:
                           verbose=self.args.verbose)
 
     def _dialogues(self, u: Unit, out: Path) -> Summary:
-        from pipeline import jobs
-        from pipeline.dialogues import DialogueConfig
+        from pipeline.dialogue import jobs
+        from pipeline.dialogue.protocol import DialogueConfig
 
         s = u.settings
         dcfg = DialogueConfig(min_pairs=s.min_pairs, max_pairs=s.max_pairs, min_accepted_pairs=s.min_pairs,
@@ -79,9 +79,9 @@ class Steps:
                               opts=opts, kept=self.kept["dialogues"], caption_options=u.spec.caption_options())
 
     def _benchmark(self, u: Unit, out: Path) -> Summary:
-        from pipeline.benchmarks import open_benchmark
+        from pipeline.sources.benchmarks import open_benchmark
         from pipeline.corpus.benchmark_stage import BenchmarkStage
-        from pipeline.runner import run_stage
+        from pipeline.core.runner import run_stage
 
         stage = BenchmarkStage(open_benchmark(u.spec.benchmark, u.spec.input), u.settings.limit)
         return run_stage(stage, out, _no_pool, _options("dialogues", self.args.progress))
@@ -99,7 +99,7 @@ class Steps:
         reuse = tuple(sorted(p for p in self.out.glob("*/images") if p.is_dir() and p != out))
         embedded = None
         if u.is_benchmark:  # the bytes are in the benchmark dataset: read them back, shard by shard
-            from pipeline.benchmarks import open_benchmark
+            from pipeline.sources.benchmarks import open_benchmark
 
             embedded = open_benchmark(u.spec.benchmark, u.spec.input)
         return images(src, out, opts, workers=workers, ray_address=self.args.ray_address, verbose=self.args.verbose,
@@ -108,12 +108,12 @@ class Steps:
 
     # --- speech and tokens ---
     def _pool_args(self):
-        from pipeline.audio_jobs import pool_args
+        from pipeline.core.stage_jobs import pool_args
 
         return pool_args(self.args.workers, self.args.ray_address, self.device, self.args.verbose)
 
     def speech_spec(self, split: str | None = None):
-        from pipeline.speech_worker import SpeechSpec, TimelineConfig, kyutai_options
+        from pipeline.speech.worker import SpeechSpec, TimelineConfig, kyutai_options
         from tts.voices import VoiceConfig
 
         sp = self.m.models.speech
@@ -122,25 +122,25 @@ class Steps:
 
     def check(self) -> None:
         """Settings that can be checked before any work (kyutai model, cfg_coef, voice files)."""
-        from pipeline.speech_worker import check_speech_spec
+        from pipeline.speech.worker import check_speech_spec
 
         check_speech_spec(self.speech_spec())
 
     def _speech(self, u: Unit, src: Path, out: Path) -> Summary:
-        from pipeline import audio_jobs
+        from pipeline.speech.jobs import speech
 
         spec = self.speech_spec(u.name)
-        return audio_jobs.speech(src, out, spec, limit=None, pool_args=self._pool_args(),
-                                 opts=_options("speech", self.args.progress), kept=self.kept["speech"])
+        return speech(src, out, spec, limit=None, pool_args=self._pool_args(),
+                      opts=_options("speech", self.args.progress), kept=self.kept["speech"])
 
     def _tokens(self, u: Unit, src: Path, out: Path) -> Summary:
-        from pipeline import audio_jobs
-        from pipeline.token_worker import TokenSpec
+        from pipeline.tokens.jobs import tokens
+        from pipeline.tokens.worker import TokenSpec
 
         spec = TokenSpec(kind=u.kind, codec=self.m.models.codec, device=self.device,
                          tokenizer=self.m.models.tokenizer, split=u.name)
-        return audio_jobs.tokens(src, out, spec, limit=None, pool_args=self._pool_args(),
-                                 opts=_options("tokens", self.args.progress), kept=self.kept["tokens"])
+        return tokens(src, out, spec, limit=None, pool_args=self._pool_args(),
+                      opts=_options("tokens", self.args.progress), kept=self.kept["tokens"])
 
 
 def _no_pool():

@@ -1,7 +1,7 @@
 """`ssvd verify DIR`: every shard that manifest.json lists is there, unchanged and readable.
 
 Per shard: the file exists; its size and sha256 equal the recorded ones; it opens as Parquet with
-the recorded number of rows; its schema is its stage's schema (pipeline/types.py); every row group
+the recorded number of rows; its schema is its stage's schema (pipeline/core/types.py); every row group
 decodes. Shard files in the stage folders that manifest.json does not list are reported too. A partial corpus (a run
 stopped, e.g. by a full volume) verifies when what it lists is intact; `completeness` says which splits are
 not complete.
@@ -15,9 +15,9 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from pipeline.corpus.layout import load_provenance
-from pipeline.shards import sha256_file
+from pipeline.core.shards import sha256_file
 from pipeline.images.schema import IMAGES_SCHEMA
-from pipeline.types import DIALOGUE_SCHEMA, SPEECH_SCHEMA, TOKEN_SCHEMA
+from pipeline.core.types import DIALOGUE_SCHEMA, SPEECH_SCHEMA, TOKEN_SCHEMA
 
 SCHEMAS: dict[str, pa.Schema] = {"dialogues": DIALOGUE_SCHEMA, "images": IMAGES_SCHEMA, "speech": SPEECH_SCHEMA,
                                  "tokens": TOKEN_SCHEMA}

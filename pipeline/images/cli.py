@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from pipeline.cli_options import NoProgress, Overwrite, RayAddress, fail
+from pipeline.core.cli_options import NoProgress, Overwrite, RayAddress, fail
 
 AllowAddress = Annotated[Optional[list[str]], typer.Option(
     "--allow-address", help="An IP or CIDR that may be fetched although it is not public (loopback, private, "

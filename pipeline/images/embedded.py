@@ -1,5 +1,5 @@
 """Images embedded in a benchmark dataset (TallyQA, OCR-VQA, RenderedText, DocVQA): their rows carry only
-the sha256 of the bytes (pipeline/benchmarks.py), so the images stage reads the bytes back from the
+the sha256 of the bytes (pipeline/sources/benchmarks.py), so the images stage reads the bytes back from the
 benchmark source, shard by shard (dialogue shard i was made from source shard i), and stores them as
 they are (no fetch: `fetched_from` "embedded")."""
 from __future__ import annotations

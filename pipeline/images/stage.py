@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 
 from pipeline.images.schema import IMAGES_SCHEMA, ImageOptions, ref_id
 from pipeline.images.worker import ImageItem, ImageWorker
-from pipeline.stage_input import StageInput, open_stage_input
+from pipeline.core.stage_input import StageInput, open_stage_input
 
 log = logging.getLogger("ssvd")
 
@@ -29,7 +29,7 @@ class ImageStage:
     opts: ImageOptions
     limit: int | None = None
     reuse: tuple[Path, ...] = ()
-    embedded: Any = None  # a benchmark source (pipeline.benchmarks.BenchmarkSource): its embedded image bytes
+    embedded: Any = None  # a benchmark source (pipeline.sources.benchmarks.BenchmarkSource): its embedded image bytes
     name: str = "images"
     schema: Any = IMAGES_SCHEMA
     row_group_rows: int = 64  # rows hold a 448 px JPEG each: small row groups for the trainer's lookups
@@ -93,7 +93,7 @@ class ImageStage:
 
 
 def _pool(opts: ImageOptions, workers: int, ray_address: str | None, verbose: bool):
-    from pipeline.ray_pool import LocalPool, RayPool, init_ray
+    from pipeline.core.ray_pool import LocalPool, RayPool, init_ray
 
     if workers == 0:
         return LocalPool(ImageWorker(opts))
@@ -110,7 +110,7 @@ def run_options(opts: ImageOptions, **kw):
     (a thread pool, a Parquet round trip): measured with bench/images_throughput.py, chunks of 16 with 32
     threads fetched 400 images in 10.8-12.6 s, chunks of 64 in 6.8 s (docs/images.md). A kill refetches at
     most one chunk per worker."""
-    from pipeline.runner import RunOptions
+    from pipeline.core.runner import RunOptions
 
     return RunOptions(max_inflight=4, chunk_size=2 * opts.threads, flush_rows=2 * opts.threads, **kw)
 
@@ -119,8 +119,8 @@ def images(input_dir: Path, out: Path, opts: ImageOptions, *, workers: int = 1, 
            verbose: bool = False, run_opts=None, limit: int | None = None, reuse: tuple[Path, ...] = (),
            kept=None, embedded=None):
     """`ssvd images` and the `images` step of `ssvd run`: returns the runner's Summary."""
-    from pipeline.runner import RunOptions, run_stage
-    from pipeline.runstate import RunState, write_json_atomic
+    from pipeline.core.runner import RunOptions, run_stage
+    from pipeline.core.runstate import RunState, write_json_atomic
 
     errs = opts.errors()
     if errs:

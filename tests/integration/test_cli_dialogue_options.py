@@ -14,8 +14,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.dialogues import DialogueConfig, make_plan, role_view
-from pipeline.types import Turn
+from pipeline.dialogue.protocol import DialogueConfig, make_plan, role_view
+from pipeline.core.types import Turn
 from tests.integration.test_cli_dialogues import FIX, rows, ssvd
 
 pytestmark = pytest.mark.engine
@@ -103,7 +103,7 @@ def test_two_models_each_role_answered_by_its_own(runs):
     from transformers import AutoTokenizer
 
     import prompts
-    from pipeline.models import resolve_model
+    from pipeline.dialogue.models import resolve_model
 
     p, rs = runs["fresh"]
     (info,) = _ready(p)

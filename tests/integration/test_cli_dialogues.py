@@ -10,8 +10,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.dialogues import DialogueConfig, make_plan
-from pipeline.types import DIALOGUE_SCHEMA
+from pipeline.dialogue.protocol import DialogueConfig, make_plan
+from pipeline.core.types import DIALOGUE_SCHEMA
 
 pytestmark = pytest.mark.engine
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,6 +1,6 @@
 """Hostile input files through the real CLI (issue 14, item 5): a clear `error:` line and exit 2, or counted
 rejections, never a Python traceback. No engine starts: every case fails before any work or has no row to
-generate from (tests/pipeline/test_hostile_files.py and test_hostile_rows.py cover the cases one by one on
+generate from (tests/pipeline/sources/test_hostile_files.py and test_hostile_rows.py cover the cases one by one on
 the loaders)."""
 from __future__ import annotations
 

@@ -106,11 +106,11 @@ def test_gap_s_sets_the_silence_between_turns_and_is_validated(chain, tmp_path):
 
 def test_text_stream_options_reach_the_stored_stream(chain, tmp_path):
     """--delay-s, --bos-id, --eos-id and --keep-and-shift through `ssvd tokens`: the stored stream is the one
-    pipeline.interleave.text_stream makes with those options from the row's own words and frames."""
+    pipeline.tokens.interleave.text_stream makes with those options from the row's own words and frames."""
     from collections import Counter
 
-    from pipeline.interleave import text_stream
-    from pipeline.text_tokenizer import load_text_tokenizer
+    from pipeline.tokens.interleave import text_stream
+    from pipeline.tokens.text_tokenizer import load_text_tokenizer
 
     _, speech, tokens, _, _ = chain
     out = tmp_path / "tokens"

@@ -1,4 +1,4 @@
-"""Injected faults (SSVD_FAULTS, pipeline/faults.py) on the real CLI: a vLLM CPU engine in a Ray worker whose
+"""Injected faults (SSVD_FAULTS, pipeline/core/faults.py) on the real CLI: a vLLM CPU engine in a Ray worker whose
 requests fail (raise, time out, return nothing), and TTS and codec calls that raise. At 10 % the run completes
 with every row ok; when retries are exhausted the rows are `failed` with the error, and --retry-failed
 completes them: every dialogue exactly once, nothing lost."""
@@ -10,7 +10,7 @@ import sys
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import faults
+from pipeline.core import faults
 from tests.conftest import write_dialogue_fixture
 from tests.integration.test_cli_dialogues import FIX, ROOT, TINY, _env
 

@@ -47,8 +47,8 @@ def _still_alive(seen: dict[tuple[int, str], str]) -> dict[tuple[int, str], str]
 
 IN_PROCESS = """
 import time
-from pipeline.engines import EngineOptions, VllmEngine
-from pipeline.models import resolve_model
+from pipeline.dialogue.engines import EngineOptions, VllmEngine
+from pipeline.dialogue.models import resolve_model
 
 if __name__ == "__main__":  # vLLM spawns its engine core
     engine = VllmEngine.create(resolve_model("builtin:tiny-mistral"), EngineOptions(device="cpu", cpu_kvcache_gib=1))

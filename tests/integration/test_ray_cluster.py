@@ -16,7 +16,7 @@ RAY = Path(sys.executable).with_name("ray")
 
 JOIN = """
 import ray
-from pipeline.ray_pool import init_ray
+from pipeline.core.ray_pool import init_ray
 init_ray({address!r})
 print("CPUS", ray.cluster_resources().get("CPU"))
 ray.shutdown()
@@ -121,7 +121,7 @@ def test_join_with_the_token_mode_and_token_works(token_head):
 SPREAD = """
 import json, os, ray
 from dataclasses import dataclass, replace
-from pipeline.ray_pool import RayPool, init_ray
+from pipeline.core.ray_pool import RayPool, init_ray
 
 @dataclass(frozen=True)
 class Spec:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.types import Utterance
+from pipeline.core.types import Utterance
 
 
 def check_utterance(u: Utterance, text: str) -> None:

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from tts.codec import Codec, _resolve_dtype, load_codec
+from tts.codec import load_codec
+from tts.codec_model import Codec, resolve_dtype
 
 SR = 24000
 
@@ -114,7 +115,7 @@ def test_unsupported_specs(tmp_path):
 
 
 def test_dtypes():
-    assert _resolve_dtype(None) is torch.float32
-    assert _resolve_dtype("bf16") is torch.bfloat16 and _resolve_dtype("torch.bfloat16") is torch.bfloat16
+    assert resolve_dtype(None) is torch.float32
+    assert resolve_dtype("bf16") is torch.bfloat16 and resolve_dtype("torch.bfloat16") is torch.bfloat16
     with pytest.raises(ValueError, match="unknown dtype 'int8': use float32 or bfloat16"):
-        _resolve_dtype("int8")
+        resolve_dtype("int8")

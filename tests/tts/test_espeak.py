@@ -6,7 +6,7 @@ import threading
 import numpy as np
 import pytest
 
-from tts.backend import create_backend
+from tts.factory import create_backend
 from tts.espeak_backend import EspeakBackend
 
 from .spans_check import check_span_lines_up_with_the_sound, check_utterance, inside_outside_rms

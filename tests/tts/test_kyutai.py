@@ -8,9 +8,10 @@ import hashlib
 import numpy as np
 import pytest
 
-from pipeline.builtin_kyutai import voice_suffix
+from tts.kyutai_tiny import voice_suffix
 from tests.tts.spans_check import check_utterance
-from tts.backend import SpeechBackendUnavailable, create_backend
+from tts.backend import SpeechBackendUnavailable
+from tts.factory import create_backend
 from tts.kyutai_backend import (DEFAULT_VOICES, TINY, KyutaiBackend, _script, _trim_trailing_silence,
                                 check_setup)
 

@@ -6,7 +6,7 @@ import hashlib
 import numpy as np
 import pytest
 
-from tts.backend import create_backend
+from tts.factory import create_backend
 from tts.phoneme_align import align
 from tts.piper_backend import PiperBackend
 

@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from pipeline.types import Utterance, WordSpan
+from pipeline.core.types import Utterance, WordSpan
 from tts.timeline import layout
 
 SR = 24000

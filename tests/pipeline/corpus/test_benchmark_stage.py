@@ -2,9 +2,9 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from pipeline.benchmarks import open_benchmark
+from pipeline.sources.benchmarks import open_benchmark
 from pipeline.corpus.benchmark_stage import BenchmarkStage
-from pipeline.runner import RunOptions, run_stage
+from pipeline.core.runner import RunOptions, run_stage
 
 ROOT = Path(__file__).resolve().parents[3]
 FIX = ROOT / "tests" / "fixtures" / "benchmarks"

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from pipeline.corpus.card import LICENCES, render_card, write_card
-from pipeline.types import TOKEN_SCHEMA
+from pipeline.core.types import TOKEN_SCHEMA
 
 
 def _prov(root: Path) -> dict:

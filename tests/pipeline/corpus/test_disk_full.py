@@ -13,7 +13,7 @@ import shutil
 import pyarrow.parquet as pq
 
 from tests.pipeline.corpus.conftest import TINY, ssvd
-from tests.pipeline.test_disk_space import resize, tmpfs
+from tests.pipeline.core.test_disk_space import resize, tmpfs
 
 
 def test_a_full_volume_stops_the_run_cleanly_and_a_larger_one_completes_it(corpus_dir, tmp_path):

@@ -10,7 +10,7 @@ import yaml
 
 from pipeline.corpus.estimate import _sum_and_se, input_rows, planned_dialogues
 from pipeline.corpus.plan import units
-from pipeline.manifest_load import load_manifest
+from pipeline.manifest.load import load_manifest
 from tests.pipeline.corpus.conftest import ROOT, ssvd
 
 QUICKSTART = ROOT / "manifests" / "quickstart.yaml"

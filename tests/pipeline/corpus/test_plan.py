@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.corpus.plan import config_hash, corpus_config, units
-from pipeline.manifest_load import load_manifest
+from pipeline.manifest.load import load_manifest
 
 ROOT = Path(__file__).resolve().parents[3]
 

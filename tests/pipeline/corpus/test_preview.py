@@ -19,8 +19,8 @@ import soundfile as sf
 
 from pipeline.corpus import preview
 from pipeline.corpus.preview import write_preview
-from pipeline.shards import iter_rows
-from pipeline.types import DIALOGUE_SCHEMA, Dialogue, ImageRef, Turn, dialogue_to_row
+from pipeline.core.shards import iter_rows
+from pipeline.core.types import DIALOGUE_SCHEMA, Dialogue, ImageRef, Turn, dialogue_to_row
 
 EVIL = "<script>alert('x')</script>"
 

@@ -15,7 +15,7 @@ from PIL import Image
 
 from pipeline.corpus.report import write_report
 from pipeline.corpus.report_plots import PLOTS
-from pipeline.types import DEFAULT_COMB_POOL, Dialogue, dialogue_to_row
+from pipeline.core.types import DEFAULT_COMB_POOL, Dialogue, dialogue_to_row
 
 XSS = '<script>alert("x")</script>'
 

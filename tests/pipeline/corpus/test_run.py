@@ -5,7 +5,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from pipeline.shards import sha256_file
+from pipeline.core.shards import sha256_file
 from tests.pipeline.corpus.conftest import TINY, WEB, ssvd
 
 
@@ -151,7 +151,7 @@ def test_a_failing_split_is_reported_and_the_others_go_on(tmp_path):
     """A split whose input turns out corrupt while it is read (past what the start-of-run check reads) fails
     alone; the others go on. (A split whose input cannot be opened at all stops the run before any work:
     tests/integration/test_cli_hostile_inputs.py.)"""
-    from tests.pipeline.hostile_inputs import corrupt_past_footer
+    from tests.pipeline.sources.hostile_inputs import corrupt_past_footer
 
     bad = tmp_path / "ocrvqa.parquet"
     corrupt_past_footer(bad, [{"image_id": str(i), "image": f"ocr/{i}.jpg", "questions": [f"Who wrote book {i}?"],
@@ -177,7 +177,8 @@ def test_a_failing_split_is_reported_and_the_others_go_on(tmp_path):
 def test_an_unknown_script_repository_is_refused_before_any_work(tmp_path, monkeypatch):
     """A hub repository ssvd does not know to be a loading script is found out when `datasets` resolves it:
     `ssvd run` does that for every split at the start, so the split before it never runs."""
-    from pipeline import hub_load, manifest_load
+    from pipeline.sources import hub_load
+    from pipeline.manifest import load as manifest_load
     from pipeline.corpus.run import CorpusInputError, RunArgs, run_corpus
 
     repo = tmp_path / "someset"
@@ -241,7 +242,7 @@ def test_images_without_the_allow_list_are_refused_and_counted(corpus_copy):
     from pipeline.corpus.status import corpus_status, format_status
     from pipeline.images.cli import options
     from pipeline.images.stage import images
-    from pipeline.runner import RunOptions
+    from pipeline.core.runner import RunOptions
 
     out = corpus_copy / "pixelprose-ts1" / "images"
     images(corpus_copy / "pixelprose-ts1" / "dialogues", out, options(mirror=["https://cdn.example.net/=http://127.0.0.1:9/"]),

@@ -16,7 +16,7 @@ def image_server():
 def write_dialogues(out_dir, shards: list[list[dict | None]]):
     """Dialogue shards (the real format): shard k holds one ok dialogue per image reference dict
     ({url, path, sha256}); None gives a dialogue without image; each shard ends with a rejected dialogue."""
-    from pipeline.types import Dialogue, ImageRef, Turn, dialogue_to_row
+    from pipeline.core.types import Dialogue, ImageRef, Turn, dialogue_to_row
     from tests.conftest import write_dialogue_shards
 
     n = 0

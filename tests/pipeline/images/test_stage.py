@@ -121,7 +121,7 @@ def test_every_outcome_with_its_reason(image_server, tmp_path):
 def test_private_addresses_refused_without_the_allow_list(image_server, tmp_path):
     from pipeline.images.cli import options
     from pipeline.images.stage import images
-    from pipeline.runner import RunOptions
+    from pipeline.core.runner import RunOptions
 
     base = image_server.base
     dlg = write_dialogues(tmp_path / "dlg", [[_ref(base, "/pixmo/refused.jpg")]])

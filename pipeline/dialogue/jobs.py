@@ -1,0 +1,111 @@
+"""Jobs behind the CLI: wire a caption source, models, a Ray worker pool and the stage runner."""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline.sources.caption_rows import CaptionOptions
+from pipeline.sources.captions import open_source
+from pipeline.dialogue.stage import DialogueStage
+from pipeline.dialogue.protocol import DialogueConfig
+from pipeline.dialogue.engines import EngineOptions
+from pipeline.dialogue.models import ResolvedModel, resolve_model
+from pipeline.core.ray_pool import KeptPool
+from pipeline.core.runner import RunOptions, Summary, run_stage
+from pipeline.core.runstate import RunState
+
+log = logging.getLogger("ssvd")
+
+
+@dataclass
+class EngineArgs:
+    """Which models, on which engine, on how many workers."""
+
+    user_model: str
+    assistant_model: str
+    separate_engines: bool = False
+    engine: EngineOptions = field(default_factory=EngineOptions)
+    workers: int = 1
+    ray_address: str | None = None
+    gpus_per_worker: float | None = None  # None: 1 per worker when the cluster has GPUs
+    verbose: bool = False
+
+
+def _provenance(m: ResolvedModel) -> dict:
+    return {"name": m.name, "path": m.path, "fingerprint": m.fingerprint, "quality": m.quality,
+            "repetition_penalty": m.repetition_penalty,
+            "tokenizer_mode": m.tokenizer_mode}
+
+
+def _resolve(args: EngineArgs) -> tuple[ResolvedModel, ResolvedModel]:
+    check = args.engine.kind == "vllm"
+    user = resolve_model(args.user_model, check_hub=check)
+    assistant = user if args.assistant_model == args.user_model else resolve_model(args.assistant_model, check_hub=check)
+    return user, assistant
+
+
+def _pool_factory(args: EngineArgs, user: ResolvedModel, assistant: ResolvedModel, dcfg: DialogueConfig):
+    def make():
+        import ray
+
+        from pipeline.core.ray_pool import RayPool, init_ray
+        from pipeline.dialogue.worker import DialogueWorker, WorkerSpec
+
+        init_ray(args.ray_address, verbose=args.verbose)
+        gpus = args.gpus_per_worker
+        if gpus is None:
+            gpus = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 and args.engine.kind == "vllm" else 0.0
+        spec = WorkerSpec(user, assistant, args.engine, dcfg, args.separate_engines)
+        pool = RayPool(spec, args.workers, gpus_per_worker=gpus, worker_cls=DialogueWorker)
+        for info in pool.infos:
+            log.info("worker ready: %s", json.dumps(info))
+        return pool
+
+    return make
+
+
+def run_dialogue_job(
+    stage_kwargs: dict, args: EngineArgs, dcfg: DialogueConfig, out: Path, opts: RunOptions,
+    kept: KeptPool | None = None,
+) -> tuple[Summary, DialogueStage]:
+    """`kept`: reuse (and keep) its pool when the models and dialogue settings are the same."""
+    user, assistant = _resolve(args)
+    models = {"user": _provenance(user), "assistant": _provenance(assistant), "engine": args.engine.kind}
+    stage = DialogueStage(dialogue=dcfg, models=models, **stage_kwargs)
+    holder: dict = {}
+    make = _pool_factory(args, user, assistant, dcfg)
+
+    def factory():
+        if kept is not None:
+            holder["used"] = kept.get(("dialogues", args, user, assistant, dcfg), make)
+            return holder["used"]
+        holder["pool"] = holder["used"] = make()
+        return holder["pool"]
+
+    try:
+        summary = run_stage(stage, out, factory, opts)
+        pool = holder.get("used")
+        if pool is not None:  # what the engines ran on (device, batch-invariant mode, cores), and lost workers
+            RunState(out, stage.name).note(engines=pool.infos, worker_restarts=getattr(pool, "restarts", 0),
+                                           items_resent=getattr(pool, "resent", 0))
+    finally:
+        if "pool" in holder:
+            holder["pool"].shutdown()
+    return summary, stage
+
+
+def dialogues(source: str, instruction: str, input: str, out: Path, *, limit: int | None, replicas: int,
+              seed: int, args: EngineArgs, dcfg: DialogueConfig, opts: RunOptions,
+              kept: KeptPool | None = None, caption_options: CaptionOptions | None = None) -> Summary:
+    src = open_source(source, input, caption_options or CaptionOptions())
+    stage_kwargs = dict(source=src, instruction=instruction, run_seed=seed, replicas=replicas, limit=limit)
+    return run_dialogue_job(stage_kwargs, args, dcfg, out, opts, kept)[0]
+
+
+def generic(out: Path, *, count: int, topics: list[str] | None, seed: int, args: EngineArgs,
+            dcfg: DialogueConfig, opts: RunOptions, kept: KeptPool | None = None) -> Summary:
+    stage_kwargs = dict(source=None, instruction="GENERIC", run_seed=seed, replicas=1, limit=None,
+                        topics=topics, count=count)
+    return run_dialogue_job(stage_kwargs, args, dcfg, out, opts, kept)[0]
