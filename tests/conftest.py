@@ -96,6 +96,54 @@ def dialogue_dir(tmp_path_factory):
     return write_dialogue_fixture(tmp_path_factory.mktemp("dialogues"))
 
 
+# --- speech and token shards of the fixture dialogues, and their moshi-finetune exports (each built once) ---
+# The assistant (piper) speaks slowly and without duration noise: every token of its shortest word gets a
+# frame of its own (measured: >= 0.089 s per token, frames are 0.08 s), so the text stream drops nothing
+# and must hold every token of every word (tests/pipeline/tokens/test_speech_tokens_chain.py).
+SLOW_PIPER = (("piper", (("length_scale", 3.0), ("noise_w_scale", 0.0))),)
+
+
+@pytest.fixture(scope="session")
+def speech_dir(dialogue_dir, tmp_path_factory):
+    """`ssvd speech` (in-process) of `dialogue_dir`: piper assistant (SLOW_PIPER), espeak users. Do not modify."""
+    from pipeline.core.runner import RunOptions
+    from pipeline.core.stage_jobs import PoolArgs
+    from pipeline.speech.jobs import speech as speech_job
+    from pipeline.speech.worker import SpeechSpec
+
+    out = tmp_path_factory.mktemp("speech")
+    speech_job(dialogue_dir, out, SpeechSpec(backend_options=SLOW_PIPER), limit=None, pool_args=PoolArgs(workers=0),
+               opts=RunOptions(progress=False))
+    return out
+
+
+@pytest.fixture(scope="session")
+def tokens_dir(speech_dir, tmp_path_factory):
+    """`ssvd tokens --kind speech` (in-process, random codec, stand-in tokenizer) of `speech_dir`. Do not modify."""
+    from pipeline.core.runner import RunOptions
+    from pipeline.core.stage_jobs import PoolArgs
+    from pipeline.tokens.jobs import tokens as tokens_job
+    from pipeline.tokens.worker import TokenSpec
+
+    out = tmp_path_factory.mktemp("tokens")
+    tokens_job(speech_dir, out, TokenSpec(kind="speech", codec="random"), limit=None, pool_args=PoolArgs(workers=0),
+               opts=RunOptions(progress=False))
+    return out
+
+
+@pytest.fixture(scope="session")
+def moshi_finetune_exports(speech_dir, tokens_dir, tmp_path_factory):
+    """`ssvd export --format moshi-finetune` of `speech_dir` and of `tokens_dir`: {"speech": dir, "tokens": dir}."""
+    from pipeline.views.export import export_moshi_finetune
+
+    root = tmp_path_factory.mktemp("moshi-finetune")
+    out = {stage: root / stage for stage in ("speech", "tokens")}
+    counts = {stage: export_moshi_finetune(src, out[stage], progress=False)
+              for stage, src in (("speech", speech_dir), ("tokens", tokens_dir))}
+    assert counts == {"speech": 3, "tokens": 3}, counts
+    return out
+
+
 # --- the Kyutai DSM TTS on the CPU: builtin:kyutai-tiny (random weights), built and loaded once ---
 @pytest.fixture(scope="session")
 def kyutai_tiny():

@@ -41,8 +41,31 @@ that becomes negative maps to frame 0. If `delay_s < 0`, the first
 
 Length. The text is built over `text_num_frames = min(num_frames, audio_num_frames)` frames
 (`audio_num_frames` defaults to `num_frames`) and frames `text_num_frames..num_frames-1` hold
-`zero_id` (moshi-finetune builds the text for the audio actually encoded, then zero-pads it to
-the segment length). The result always has exactly `num_frames` ids.
+`zero_id`. The result always has exactly `num_frames` ids. The token worker passes the frames of a
+row's codes as `num_frames` and the frames of its audio, `ceil(num_samples / 1920)`, as
+`audio_num_frames`; a row's codes are its whole audio encoded, so the two are equal (checked in
+tests/pipeline/tokens/test_speech_tokens_chain.py) and a row's stream holds no `zero_id`.
+
+moshi-finetune does not fill the text past the encoded audio with the zero id. Its
+`InterleavedTokenizer.__call__` (kyutai-labs/moshi-finetune at 2acc879,
+finetune/data/interleaver.py:279-281) passes `this_num_audio_frames`, the number of frames Mimi
+encoded from the segment's audio (:257-259), where `Interleaver.prepare_item` expects the segment's
+duration in seconds (:212-215). `build_token_stream` therefore builds `ceil(frames * 12.5)` frames
+of text (:177), 12.5 times too many, text padding (3) after the last word's tokens (:181), and
+`torch.nn.functional.pad` to the segment's `num_audio_frames` (:252), with a negative width, cuts
+them (:282-286). So in a segment whose audio ends early (the last one of a wav), the frames past
+the audio hold what is left of the last word's tokens, then text padding 3, while the audio codes
+there are `zero_padding` -1 (:260-264); only when `ceil(12.5 * frames)` falls short of the segment
+(audio shorter than a 12.5th of it) is the rest -1. Over the encoded audio it builds the stream this
+function builds: tests/pipeline/views/test_export_moshi_finetune.py re-implements its data path and
+compares, frame by frame, the stream it builds from our export with the one stored in our rows.
+
+Our rows follow the zero-id convention: a frame without audio gets `zero_id` in the text as its
+audio codes do. moshi's `LMModel.forward` leaves frames whose code is `zero_token_id` out of the
+loss, text and audio alike (moshi 0.2.13, moshi/models/lm.py:374-376), whereas text padding there
+trains the text head to predict padding over frames that have no audio; our trainer pads past a
+row's end with -1 too (docs/trainer.md). No row has such frames (above), so on our rows the two
+conventions give the same stream.
 
 Stats (added to `stats`, a dict or Counter, when given): `dropped_tokens` (tokens of a started
 word cut because the next word started), `truncated_tokens` (tokens of a started word still

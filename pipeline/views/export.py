@@ -6,6 +6,16 @@ wav a json `{"alignments": [[word, [start_s, end_s], speaker], ...]}` sorted by 
 speakers `SPEAKER_MAIN` (assistant) and `SPEAKER_OTHER` (user). Paths in the index are relative
 to the index file. Speech shards export their FLAC audio as is; token shards are decoded from
 their Mimi codes with the codec they record (a `random:SEED` codec is rebuilt from its seed).
+
+Word times are the rows' own floats, written as Python writes a float (its shortest repr, which
+reads back as the same float): the token rows' text stream was built from exactly these times, so
+moshi-finetune's interleaver, which puts a word in the first frame `t` with
+`start_s * frame_rate < t + 1` (kyutai-labs/moshi-finetune, finetune/data/interleaver.py:186-189),
+puts every word in the frame our rows put it in. Rounding them (to milliseconds, say) moves a
+word whose start lies near an 80 ms frame boundary across it. Durations in the index are rounded
+to milliseconds: moshi-finetune only cuts the audio into segments with them
+(finetune/data/dataset.py:48-54). tests/pipeline/views/test_export_moshi_finetune.py rebuilds the
+text stream from an export as moshi-finetune does and compares it with the token rows frame by frame.
 """
 from __future__ import annotations
 
@@ -21,8 +31,11 @@ SPEAKERS = {"assistant": "SPEAKER_MAIN", "user": "SPEAKER_OTHER"}
 
 
 def alignments(words: list[dict]) -> dict:
-    ws = sorted(words, key=lambda w: (w["start_s"], w["end_s"]))
-    return {"alignments": [[w["word"], [round(w["start_s"], 3), round(w["end_s"], 3)], SPEAKERS.get(w["speaker"], w["speaker"])]
+    """moshi-finetune's alignment json of a row's `words`: times unrounded (see the module docstring),
+    sorted by start only and stably, so words starting together keep the row's order, as in
+    `text_stream` (moshi-finetune sorts by start too, stably: finetune/data/interleaver.py:222)."""
+    ws = sorted(words, key=lambda w: w["start_s"])
+    return {"alignments": [[w["word"], [float(w["start_s"]), float(w["end_s"])], SPEAKERS.get(w["speaker"], w["speaker"])]
                            for w in ws]}
 
 

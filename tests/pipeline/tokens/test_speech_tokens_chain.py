@@ -9,11 +9,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.core.stage_jobs import PoolArgs
-from pipeline.speech.jobs import speech as speech_job
 from pipeline.tokens.jobs import tokens as tokens_job
 from pipeline.core.runner import RunOptions
 from pipeline.core.runstate import ConfigMismatch
-from pipeline.speech.worker import SpeechSpec
 from pipeline.tokens.worker import TokenSpec
 from tests.conftest import FIXTURE_TURNS
 
@@ -25,25 +23,7 @@ def _rows(d, stage):
     return [r for f in sorted(d.glob(f"{stage}-*.parquet")) for r in pq.read_table(f).to_pylist()]
 
 
-# The assistant (piper) speaks slowly and without duration noise: every token of its shortest word gets a
-# frame of its own (measured: >= 0.089 s per token, frames are 0.08 s), so the text stream drops nothing
-# and must hold every token of every word. Drops are tested on their own below.
-SLOW_PIPER = (("piper", (("length_scale", 3.0), ("noise_w_scale", 0.0))),)
-
-
-@pytest.fixture(scope="module")
-def speech_dir(dialogue_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("speech")
-    speech_job(dialogue_dir, out, SpeechSpec(backend_options=SLOW_PIPER), limit=None, pool_args=LOCAL,
-                      opts=QUIET)
-    return out
-
-
-@pytest.fixture(scope="module")
-def tokens_dir(speech_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("tokens")
-    tokens_job(speech_dir, out, TokenSpec(kind="speech", codec="random"), limit=None, pool_args=LOCAL, opts=QUIET)
-    return out
+# speech_dir and tokens_dir: session fixtures of tests/conftest.py (piper slowed down: nothing is dropped).
 
 
 def test_speech_shard_per_dialogue_shard_only_accepted_dialogues(speech_dir):
@@ -207,14 +187,10 @@ def test_rerun_skips_done_shards_and_refuses_another_codec(speech_dir, tokens_di
                           pool_args=LOCAL, opts=QUIET)
 
 
-def test_export_moshi_finetune_from_speech_and_from_tokens(speech_dir, tokens_dir, tmp_path):
+def test_export_moshi_finetune_from_speech_and_from_tokens(moshi_finetune_exports):
     import soundfile as sf
 
-    from pipeline.views.export import export_moshi_finetune
-
-    for src, sub in ((speech_dir, "a"), (tokens_dir, "b")):
-        out = tmp_path / sub
-        assert export_moshi_finetune(src, out, progress=False) == 3
+    for out in moshi_finetune_exports.values():
         index = [json.loads(l) for l in (out / "index.jsonl").read_text().splitlines()]
         assert len(index) == 3
         for e in index:
