@@ -70,7 +70,8 @@ demo: install
 	$(VENV)/bin/ssvd train manifests/train-quickstart.yaml --data $(DEMO) --out $(DEMO)-train --resume
 	@echo "corpus: $(DEMO) (manifest.json, README.md), preview: $(DEMO)/preview.html, report: $(DEMO)/report/index.html, adapters: $(DEMO)-train"
 
-# --durations: the slowest tests, to keep CI (install + this) under 45 minutes on 2 cores.
+# --durations: the slowest tests, to keep `make test` under 20 minutes and CI (install + this) under 30 on 2 cores
+# (docs/testing.md: profiling, CI and full sizes, `-n 2`).
 test: install
 	$(PY) -m pytest -q --durations=30 $(PYTEST_ARGS)
 
