@@ -130,15 +130,18 @@ def pytest_unconfigure(config):
         _quick_patch.undo()
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the xdist_group markers (loadgroup)
+def pytest_itemcollected(item):
+    """`pytest -n 2 --dist loadgroup`: each expensive session fixture and each heavy module on one worker
+    (tests/suite_classes.py). Marked as each test is collected, before xdist's collection hook reads the marks."""
+    suite_classes.add_xdist_groups([item])
+
+
 def pytest_collection_modifyitems(config, items):
     """Tests marked `full` (the full-size fault tests) run with SSVD_TEST_FULL=1 (`make test-full`); `make test`
     (CI, 30 minutes with install on 2 cores) runs their short sizes only. `make test-quick` (SSVD_TEST_QUICK=1)
     keeps only the tests that start nothing heavy (tests/suite_classes.py, docs/testing.md)."""
     if suite_classes.QUICK:
         suite_classes.select_quick(config, items)
-    if config.pluginmanager.hasplugin("xdist"):
-        suite_classes.add_xdist_groups(items)
     if os.environ.get("SSVD_TEST_FULL") == "1":
         return
     skip = pytest.mark.skip(reason="full size: run with SSVD_TEST_FULL=1 (make test-full)")

@@ -50,3 +50,21 @@ def test_heavy_by_marker_fixture_and_folder(request):
     assert suite_classes.HEAVY_FIXTURES >= {"tiny_engine", "corpus_dir", "corpus_copy", "web_server"}
     assert all((suite_classes.ROOT / d).is_dir() for d in suite_classes.HEAVY_DIRS)
     assert all((suite_classes.ROOT / f).is_file() for f in suite_classes.HEAVY_FILES), "HEAVY_FILES names a lost file"
+
+
+class _Item:  # what xdist_group reads of a pytest.Item
+    def __init__(self, path, fixtures=(), markers=()):
+        self.path, self.fixturenames, self._markers = suite_classes.ROOT / path, list(fixtures), set(markers)
+
+    def get_closest_marker(self, name):
+        return name if name in self._markers else None
+
+
+def test_xdist_groups_keep_each_expensive_fixture_and_each_heavy_module_on_one_worker():
+    group = suite_classes.xdist_group
+    assert group(_Item("tests/trainer/test_data.py", ["corpus_dir", "tmp_path"])) == "corpus"
+    assert group(_Item("tests/pipeline/dialogue/test_engines.py", ["tiny_engine", "loop"])) == "tiny-engine"
+    assert group(_Item("tests/tts/test_kyutai.py", ["kyutai_backend"])) == "kyutai"
+    assert group(_Item("tests/integration/test_cli_dialogues.py", ["tmp_path"])) == "tests/integration/test_cli_dialogues.py"
+    assert group(_Item("tests/pipeline/x/test_y.py", ["tmp_path"], ["engine"])) == "tests/pipeline/x/test_y.py"
+    assert group(_Item("tests/pipeline/x/test_y.py", ["tmp_path"])) is None  # quick: any worker
