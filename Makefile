@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-$(FLAVOUR)-$(shell cat pyproject.toml Makefile | sha
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: install demo test test-full storm bench bench-speech bench-loader bench-images clean
+.PHONY: install demo test test-quick test-full storm bench bench-speech bench-loader bench-images clean
 
 install: $(STAMP)
 
@@ -70,9 +70,16 @@ demo: install
 	$(VENV)/bin/ssvd train manifests/train-quickstart.yaml --data $(DEMO) --out $(DEMO)-train --resume
 	@echo "corpus: $(DEMO) (manifest.json, README.md), preview: $(DEMO)/preview.html, report: $(DEMO)/report/index.html, adapters: $(DEMO)-train"
 
-# --durations: the slowest tests, to keep CI (install + this) under 45 minutes on 2 cores.
+# --durations: the slowest tests, to keep `make test` under 20 minutes and CI (install + this) under 30 on 2 cores
+# (docs/testing.md: profiling, CI and full sizes, `-n 2`).
 test: install
 	$(PY) -m pytest -q --durations=30 $(PYTEST_ARGS)
+
+# The edit-test loop (<= 3 minutes): only the tests that start no engine, no Ray cluster, no server and no CLI or
+# other Python subprocess (tests/suite_classes.py decides; docs/testing.md). In it, such a start fails the test
+# and names the marker to add, so the loop stays quick as tests are added. `make test` still runs everything.
+test-quick: install
+	SSVD_TEST_QUICK=1 $(PY) -m pytest -q --durations=10 $(PYTEST_ARGS)
 
 # Every test at full size: also the tests marked `full` (a lost node under `ssvd run`), which `make test` skips.
 test-full: install

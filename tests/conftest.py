@@ -4,6 +4,7 @@ import os
 
 import pytest
 
+from tests import suite_classes
 from tests.real_corpus import corpus_build, corpus_copy, corpus_dir, web_server  # noqa: F401  (one build per session)
 
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
@@ -160,9 +161,35 @@ def kyutai_backend(kyutai_tiny):
     return KyutaiBackend("builtin:kyutai-tiny", device="cpu", voices=TINY_VOICES)
 
 
+_quick_patch = None
+
+
+def pytest_configure(config):
+    """`make test-quick` (SSVD_TEST_QUICK=1): a quick test that starts an engine, a cluster, a server or the CLI
+    fails and names the marker to add (tests/suite_classes.py)."""
+    global _quick_patch
+    if suite_classes.QUICK and _quick_patch is None:
+        _quick_patch = pytest.MonkeyPatch()
+        suite_classes.install_guard(_quick_patch)
+
+
+def pytest_unconfigure(config):
+    if _quick_patch is not None:
+        _quick_patch.undo()
+
+
+def pytest_itemcollected(item):
+    """`pytest -n 2 --dist loadgroup`: each expensive session fixture and each heavy module on one worker
+    (tests/suite_classes.py). Marked as each test is collected, before xdist's collection hook reads the marks."""
+    suite_classes.add_xdist_groups([item])
+
+
 def pytest_collection_modifyitems(config, items):
     """Tests marked `full` (the full-size fault tests) run with SSVD_TEST_FULL=1 (`make test-full`); `make test`
-    (CI, 45 minutes on 2 cores) runs their short sizes only."""
+    (CI, 30 minutes with install on 2 cores) runs their short sizes only. `make test-quick` (SSVD_TEST_QUICK=1)
+    keeps only the tests that start nothing heavy (tests/suite_classes.py, docs/testing.md)."""
+    if suite_classes.QUICK:
+        suite_classes.select_quick(config, items)
     if os.environ.get("SSVD_TEST_FULL") == "1":
         return
     skip = pytest.mark.skip(reason="full size: run with SSVD_TEST_FULL=1 (make test-full)")

@@ -1,4 +1,6 @@
 """The released generator's lockstep schedule (pipeline/dialogue/replay_hf.py); its transformers run is in tests/bench."""
+import pytest
+
 from pipeline.dialogue.replay import Request
 from pipeline.dialogue.replay_hf import has_hf_weights, steps
 from pipeline.dialogue.models import resolve_model
@@ -18,6 +20,7 @@ def test_batches_of_dialogues_advance_one_message_per_step():
     assert len(steps(_reqs([2] * 130), batch_dialogues=64)) == 2 * 3  # 64 + 64 + 2 dialogues
 
 
+@pytest.mark.slow  # resolve_model converts SmolLM2 on a machine without it in ~/.cache/ssvd (minutes)
 def test_only_local_transformers_folders_have_an_hf_arm(tmp_path):
     assert has_hf_weights(resolve_model("builtin:smollm2").path)
     assert not has_hf_weights(str(tmp_path)) and not has_hf_weights("mistralai/Mistral-Nemo-Instruct-2407")
