@@ -54,6 +54,25 @@ STATE_FORMAT = "ssvd-loader/1"
 
 # --- the loader -----------------------------------------------------------------------------------
 
+def one_codec(shards: dict[str, list[str]]) -> str | None:
+    """The one codec (`name#weights sha256`, the token rows' `codec` column) of the speech splits' shards, or
+    None when no row names one; audio codes of two codecs mean nothing together, so two are refused. Reads the
+    `codec` column alone (one value a shard: a tokens stage refuses to change its codec)."""
+    seen: dict[str, list[str]] = {}
+    for name, paths in shards.items():
+        for p in paths:
+            if "codec" not in pq.read_schema(p).names:
+                continue
+            for c in set(pq.read_table(p, columns=["codec"]).column("codec").to_pylist()) - {None, ""}:
+                seen.setdefault(c, []).append(f"{name} ({Path(p).name})")
+    if len(seen) > 1:
+        found = "; ".join(f"{c}: {', '.join(w[:3])}{' ...' if len(w) > 3 else ''}" for c, w in sorted(seen.items()))
+        raise ValueError(f"the speech splits' token rows come from {len(seen)} codecs ({found}); their audio codes "
+                         "cannot be trained on together. Fix: rebuild the odd splits' tokens with the corpus's codec "
+                         "(`ssvd tokens --codec ...` / the manifest's models.codec), or leave them out (data.splits).")
+    return next(iter(seen), None)
+
+
 class _SplitReader:
     """One split's stream behind its shuffle buffer (drained at each epoch's end)."""
 
@@ -186,6 +205,10 @@ class CorpusLoader:
             raise ValueError(f"{self.corpus}: no split to train on (weights {raw}; left out: {self.dropped})")
         total = sum(weights.values())
         self.weights = {k: v / total for k, v in sorted(weights.items())}
+        speech = [n for n in self.weights if self.split_info[n]["kind"] == "speech"]
+        if speech and self.cfg.p_concat > 0 and "generic" in self.split_info:
+            speech.append("generic")  # its rows are concatenated with the visual ones
+        self.codec = one_codec({n: self.split_info[n]["shards"] for n in speech})
         self._kinds: dict[str, tuple[list[str], np.ndarray]] = {}
         for kind in ("speech", "text"):
             names = [n for n in self.weights if self.split_info[n]["kind"] == kind]

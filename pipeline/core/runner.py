@@ -125,8 +125,9 @@ def _progress(total: int | None, enabled: bool, desc: str):
     return tqdm(total=total, disable=not enabled, desc=desc, unit="row", dynamic_ncols=True, bar_format=fmt)
 
 
-def run_stage(stage: Stage, out_dir: Path, pool_factory, opts: RunOptions) -> Summary:
-    """Run `stage` into `out_dir`. `pool_factory()` is called only if there is work to do."""
+def run_stage(stage: Stage, out_dir: Path, pool_factory, opts: RunOptions, startup_s: float = 0.0) -> Summary:
+    """Run `stage` into `out_dir`. `pool_factory()` is called only if there is work to do. `startup_s`: seconds
+    already spent starting workers before this call (a pool started up front), counted as startup and elapsed."""
     out_dir = Path(out_dir)
     store = ShardStore(out_dir, stage.name, stage.schema, getattr(stage, "row_group_rows", 256))
     state = RunState(out_dir, stage.name)
@@ -136,8 +137,8 @@ def run_stage(stage: Stage, out_dir: Path, pool_factory, opts: RunOptions) -> Su
     state.begin(stage.config())  # refuses a different config in the same directory
     store.clean_tmp()
     summary = Summary(stage.name, str(out_dir))
-    t0 = time.monotonic()
-    meter = Meter(stage.name, total=stage.total_hint(), t0=t0)
+    t0 = time.monotonic() - startup_s
+    meter = Meter(stage.name, total=stage.total_hint(), t0=t0, startup_s=startup_s)
 
     done_ids: dict[int, set[str]] = {}
     open_items: Counter = Counter()

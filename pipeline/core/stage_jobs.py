@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -45,12 +46,14 @@ def start_pool(worker_cls, spec, args: PoolArgs):
     return pool
 
 
-def run_row_stage(stage, out: Path, pool, opts: RunOptions, kept: bool) -> Summary:
+def run_row_stage(stage, out: Path, pool, opts: RunOptions, kept: bool, startup_s: float = 0.0) -> Summary:
+    """`startup_s`: the seconds spent starting `pool` (TTS or codec loading) before this call, counted in the
+    run's `startup_s` and `elapsed_s` as the dialogue stage's engine start is (so `ssvd estimate` counts it)."""
     if stage.total_hint() == 0:  # not an error: every upstream row was rejected (or none was asked for)
         log.warning("%s: 0 rows to process (no \"ok\" row in %d input shard(s)); writing empty shards",
                     stage.input.dir, len(stage.input.shards))
     try:
-        summary = run_stage(stage, out, (lambda: pool) if pool is not None else no_workers, opts)
+        summary = run_stage(stage, out, (lambda: pool) if pool is not None else no_workers, opts, startup_s=startup_s)
     finally:
         if not kept and pool is not None:
             pool.shutdown()
@@ -89,8 +92,13 @@ def no_workers():
 
 
 def get_pool(worker_cls, spec, args: PoolArgs, kept: KeptPool | None):
+    """(pool, seconds spent starting it): 0 s for a kept pool started by an earlier split."""
+    t = time.monotonic()
     if kept is None:
-        return start_pool(worker_cls, spec, args)
-    # the split is written into each row by the stage, so one pool serves every split
-    key = (worker_cls.__name__, replace(spec, split=None), args)
-    return kept.get(key, lambda: start_pool(worker_cls, key[1], args))
+        pool = start_pool(worker_cls, spec, args)
+    else:
+        # the split is written into each row by the stage, so one pool serves every split (of one spec:
+        # a token pool per kind, since a speech worker loads the codec and a text worker does not)
+        key = (worker_cls.__name__, replace(spec, split=None), args)
+        pool = kept.get(key, lambda: start_pool(worker_cls, key[1], args))
+    return pool, time.monotonic() - t

@@ -68,6 +68,10 @@ class CaptionRejection:
     row: int
     reason: str  # short machine-readable reason, e.g. "caption:empty"
     detail: str = ""  # human-readable: file, row, field and the fix
+    # What the source calls the row, when it can be read, as an ok row's: its caption id (PixMo: sha256 of
+    # image_url) and image. `id` stays the row's place (file, row): unique, whatever ids the rows repeat.
+    caption_id: str | None = None
+    image: ImageRef | None = None
 
 
 @dataclass(slots=True)

@@ -11,7 +11,7 @@ from typing import Any, Iterator
 
 from pipeline.sources.benchmarks import INSTRUCTION, BenchmarkSource
 from pipeline.sources.sharded import first_records
-from pipeline.core.types import DIALOGUE_SCHEMA, CaptionRejection, Dialogue, dialogue_to_row
+from pipeline.core.types import DIALOGUE_SCHEMA, CaptionRejection, Dialogue, ImageRef, dialogue_to_row
 
 
 @dataclass
@@ -33,8 +33,8 @@ class BenchmarkStage:
 
     def _row(self, shard: int, rec: Dialogue | CaptionRejection) -> dict:
         if isinstance(rec, CaptionRejection):
-            rec = Dialogue(id=rec.id, caption_id=rec.id, source=rec.source, instruction=INSTRUCTION, seed=0,
-                           status="rejected", reason=rec.reason, note=rec.detail, input_shard=shard,
-                           input_row=rec.row)
+            rec = Dialogue(id=rec.id, caption_id=rec.caption_id or rec.id, source=rec.source, instruction=INSTRUCTION,
+                           seed=0, status="rejected", reason=rec.reason, note=rec.detail, input_shard=shard,
+                           input_row=rec.row, image=rec.image or ImageRef())
         rec.input_shard = shard
         return dialogue_to_row(rec)

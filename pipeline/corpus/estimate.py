@@ -266,7 +266,9 @@ def _extrapolate(m, every: list[Unit], root: Path, args: EstimateArgs, ran: bool
                 row[k] = round(tot, 3)
                 row[f"{k}_se"] = None if se is None else round(se, 3)
             row["bytes"] = round(row["bytes"] + ms["fixed_bytes"], 3)
-            row["wall_s"], row["rate"] = _wall(ms.get("measured"), f, args, started, stage)
+            # `ssvd run` keeps one pool per stage across splits; the token stage one per kind (get_pool)
+            pool = f"tokens/{u.kind}" if stage == "tokens" else stage
+            row["wall_s"], row["rate"] = _wall(ms.get("measured"), f, args, started, pool)
             entry["stages"].append(row)
             totals["bytes"][stage] = totals["bytes"].get(stage, 0) + row["bytes"]
             if row["wall_s"] is not None:
@@ -297,14 +299,15 @@ def _extrapolate(m, every: list[Unit], root: Path, args: EstimateArgs, ran: bool
     }
 
 
-def _wall(measured: dict | None, factor: float, args: EstimateArgs, started: set, stage: str):
-    """(wall seconds of this split's stage at args.workers, the rate it rests on); None when not measured."""
+def _wall(measured: dict | None, factor: float, args: EstimateArgs, started: set, pool: str):
+    """(wall seconds of this split's stage at args.workers, the rate it rests on); None when not measured.
+    The workers' start is counted for the first split that uses `pool` (later splits share it)."""
     if not measured or not measured.get("rows"):
         return None, None
     work = max(measured["elapsed_s"] - measured.get("startup_s", 0.0), 0.0)
     w = measured.get("workers") or 1
-    start = measured.get("startup_s", 0.0) if stage not in started else 0.0
-    started.add(stage)
+    start = measured.get("startup_s", 0.0) if pool not in started else 0.0
+    started.add(pool)
     k = max(args.workers, 1)
     wall = start + work * factor * max(w, 1) / k
     rate = {x: measured.get(x) for x in ("rows", "rows_per_s", "tokens_per_s", "audio_s_per_s", "startup_s",

@@ -2,7 +2,7 @@
 
     DIR/manifest.json                 provenance: splits, shards (path, rows, sha256), stats, config, models
     DIR/README.md                     dataset card (Hugging Face dataset layout)
-    DIR/_corpus.lock                  pid + host of a running `ssvd run` (gone when it ends)
+    DIR/_corpus.lock                  pid + host of a running `ssvd run` (emptied, kept, when it ends)
     DIR/<split>/dialogues/            dialogues-NNNNN.parquet + _dialogues.run.json
     DIR/<split>/images/               images-NNNNN.parquet (every split but generic): the images the dialogues
                                       reference, one row per image id (pipeline/images, docs/images.md)

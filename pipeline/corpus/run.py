@@ -1,9 +1,8 @@
 """`ssvd run MANIFEST --out DIR`: every split of a manifest through its stages, into one directory.
 
 Phase by phase across splits (all dialogues, then the images of every split, then speech, then
-tokens), so the LLM engine starts
-once (one pool kept across splits) and is gone before the speech workers start. Each step is the
-resumable stage runner of the single-stage commands: killed anywhere, the same command continues.
+tokens), so a worker pool starts once for all the splits that share it (one LLM engine per set of dialogue
+settings, one TTS pool, one token pool per kind) and the engine is gone before the speech workers start. Each step is the resumable stage runner of the single-stage commands: killed anywhere, the same command continues.
 Before any work every split's input is opened (local files: existence, type, columns; hub ids: resolved),
 so a wrong path, a broken file or a hub id that does not exist (or is a loading script) stops the run at
 once, naming every such split. A step that fails later (a file that turns out corrupt past its header)

@@ -1,5 +1,6 @@
 """One (unit, stage) step of `ssvd run`: the same jobs as the single-stage commands, with pools kept
-across splits (one engine for every dialogue split with the same settings, one TTS pool, one codec)."""
+across splits (one engine for every dialogue split with the same settings, one TTS pool, one token pool per kind:
+the codec's for speech splits, a tokenizer-only one for text splits)."""
 from __future__ import annotations
 
 import os

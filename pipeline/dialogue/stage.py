@@ -17,6 +17,7 @@ from pipeline.core.types import (
     DIALOGUE_SCHEMA,
     CaptionRejection,
     Dialogue,
+    ImageRef,
     WorkItem,
     dialogue_to_row,
 )
@@ -97,9 +98,10 @@ class DialogueStage:
     def _rejection_row(self, shard: int, rec: CaptionRejection, replica: int) -> dict:
         d = Dialogue(
             id=dialogue_id(self.run_seed, rec.source, rec.id, self.instruction, replica),
-            caption_id=rec.id,
+            caption_id=rec.caption_id or rec.id,  # as the source names the row, else its place
             source=rec.source,
             instruction=self.instruction,
+            image=rec.image or ImageRef(),
             seed=dialogue_seed(self.run_seed, rec.source, rec.id, self.instruction, replica),
             replica=replica,
             status="rejected",

@@ -48,8 +48,13 @@ def caption_of(src: str, opt: CaptionOptions, root: Path | None, base: str, row:
                rec: dict | None, err: tuple[str, str] | None) -> Caption | CaptionRejection:
     """Row `row` (at `where`) of the shard file `base` of source `src`; `root`: DOCCI's image root."""
 
+    cid: str | None = None  # the row's caption id once its id field is read (as an ok row's)
+    image: ImageRef | None = None
+
     def reject(reason: str, detail: str) -> CaptionRejection:
-        return CaptionRejection(stable_hash(src, base, row), src, row, reason, f"{where}: {detail}")
+        # keyed by its place (file, row), so two rejected rows of one id stay two rows; named as its source names it
+        return CaptionRejection(stable_hash(src, base, row), src, row, reason, f"{where}: {detail}",
+                                caption_id=cid, image=image)
 
     if rec is None:
         return reject(*unreadable_row(where, err))
@@ -58,6 +63,7 @@ def caption_of(src: str, opt: CaptionOptions, root: Path | None, base: str, row:
     if raw_id is None:
         return reject("row:missing_id", f"field {id_field!r} is {describe(rec.get(id_field))}; "
                       f"every {src} row needs a non-empty {id_field!r}. Fill it in or drop the row.")
+    cid = caption_id(src, raw_id)
     image, reason, problem = _image(src, rec, root)
     if image is None:
         return reject(reason, problem)
@@ -78,9 +84,13 @@ def caption_of(src: str, opt: CaptionOptions, root: Path | None, base: str, row:
         return reject("caption:too_short" if caption else "caption:empty",
                       f"field {text_field!r} is {caption!r} after normalisation, shorter than "
                       f"min_chars={opt.min_chars}. Write a real caption or lower min_chars.")
-    # PixMo: the full sha256 hex of image_url, as Kyutai's released generator names its rows.
-    cid = hashlib.sha256(raw_id.encode()).hexdigest() if src == "pixmo" else raw_id
     return Caption(id=cid, source=src, text=caption, image=image, row=row)
+
+
+def caption_id(src: str, raw_id: str) -> str:
+    """The caption id of a row, ok or rejected. PixMo: the full sha256 hex of image_url, as Kyutai's
+    released generator names its rows; the others: their id field as it is."""
+    return hashlib.sha256(raw_id.encode()).hexdigest() if src == "pixmo" else raw_id
 
 
 def _pixelprose_filter(rec: dict, opt: CaptionOptions) -> tuple[str, str] | None:

@@ -107,7 +107,14 @@ def json_array_records(path: Path, chunk: int = 1 << 16) -> Iterator[tuple[int, 
             yield n + 1, None, ("row:malformed_json", f"not UTF-8 text ({e}); the rest cannot be read")
 
 
+JSON_LINES_SUFFIXES = (".jsonl", ".jsonlines")
+
+
 def is_json_array(path: Path) -> bool:
+    """A `.json` file that opens with `[`: one JSON array. A JSON lines file is read line by line whatever its
+    first line holds (a line `[1, 2, 3]` is one malformed row, not the file's rows)."""
+    if path.suffix.lower() in JSON_LINES_SUFFIXES:
+        return False
     with open(path, "rb") as f:
         head = f.read(64).lstrip(b"\xef\xbb\xbf \t\r\n")
     return head.startswith(b"[")

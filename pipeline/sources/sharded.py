@@ -131,4 +131,4 @@ def _first_of_id(source: Any, shard: InputShard, rec: Any, first: dict[int, int]
         stable_hash(rec.source, base_name(shard.name), row), rec.source, row, "row:duplicate_id",
         f"{shard.name} row {row + 1}: id {key[:80]!r} was already read at {source.shards[k].name} row {r + 1}; "
         "a second row with the same id would make a dialogue with the same id. The first one is used. Fix: "
-        "remove the duplicate row, or give it its own id.")
+        "remove the duplicate row, or give it its own id.", caption_id=key, image=getattr(rec, "image", None))

@@ -20,5 +20,5 @@ def speech(input_dir: Path, out: Path, spec: SpeechSpec, *, limit: int | None, p
     done = if_finished(out, "speech", make, opts)
     if done is not None:
         return done
-    pool = get_pool(SpeechWorker, spec, pool_args, kept)
-    return run_row_stage(make({"tts": pool.infos[0]["backends"]}), out, pool, opts, kept is not None)
+    pool, startup_s = get_pool(SpeechWorker, spec, pool_args, kept)
+    return run_row_stage(make({"tts": pool.infos[0]["backends"]}), out, pool, opts, kept is not None, startup_s)

@@ -20,5 +20,5 @@ def tokens(input_dir: Path, out: Path, spec: TokenSpec, *, limit: int | None, po
     done = if_finished(out, "tokens", make, opts)
     if done is not None:
         return done
-    pool = get_pool(TokenWorker, spec, pool_args, kept)
-    return run_row_stage(make(pool.infos[0]), out, pool, opts, kept is not None)
+    pool, startup_s = get_pool(TokenWorker, spec, pool_args, kept)
+    return run_row_stage(make(pool.infos[0]), out, pool, opts, kept is not None, startup_s)

@@ -215,6 +215,20 @@ def test_a_split_without_ok_rows_is_left_out_with_a_warning(tmp_path):
     assert loader.weights == {"good": 1.0} and loader.stats["dropped_splits"] == {"bad": "no ok rows"}
 
 
+def test_speech_splits_of_two_codecs_are_refused(tmp_path):
+    """Audio codes of two codecs mean nothing together: the loader names both and the splits, and a text split's
+    empty codec or a split left out (data.splits) does not count."""
+    def split(prefix, codec, tag):
+        return {"kind": "speech", "weight": 1, "shards": [[{**speech_row(f"{prefix}{i}", (4, 4), tag=tag),
+                                                            "codec": codec} for i in range(3)]]}
+    root = write_corpus(tmp_path, {"a": split("a", "mimi#aaaa", 1), "b": split("b", "random#bbbb", 2),
+                                   "t": {"kind": "text", "weight": 1, "shards": [[text_row("t0"), text_row("t1")]]}})
+    with pytest.raises(ValueError, match=r"2 codecs \(mimi#aaaa: a \(tokens-00000.parquet\); random#bbbb: b "):
+        CorpusLoader(root, _cfg(p_concat=0.0))
+    ok = CorpusLoader(root, _cfg(p_concat=0.0, splits={"a": 1, "t": 1}))
+    assert ok.codec == "mimi#aaaa" and next(ok)["ids"]
+
+
 def _run(loader, n):
     return [next(loader) for _ in range(n)]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.corpus.estimate import _sum_and_se, input_rows, planned_dialogues
+from pipeline.corpus.estimate import EstimateArgs, _sum_and_se, _wall, input_rows, planned_dialogues
 from pipeline.corpus.plan import units
 from pipeline.manifest.load import load_manifest
 from tests.pipeline.corpus.conftest import ROOT, ssvd
@@ -54,6 +54,16 @@ def test_totals_scale_the_sample_and_carry_one_standard_error():
     assert _sum_and_se([1.0], 4.0) == (4.0, None)  # one row: no spread
     total, se = _sum_and_se([1.0, 3.0], 4.0)  # mean 2, sd sqrt(2), se of the mean 1 -> of the total 2 * 4
     assert total == 16.0 and se == pytest.approx(8.0)
+
+
+def test_a_pools_start_is_counted_once_per_pool():
+    """`ssvd run` keeps one pool per stage across splits (tokens: one per kind): the workers' start a split
+    measured is counted for the first split of its pool, the work of every split scaled."""
+    m = {"rows": 2, "elapsed_s": 12.0, "startup_s": 10.0, "workers": 1}
+    started: set = set()
+    assert _wall(m, 3.0, EstimateArgs(), started, "tokens/speech")[0] == 10.0 + 2.0 * 3
+    assert _wall(m, 3.0, EstimateArgs(), started, "tokens/speech")[0] == 2.0 * 3  # same pool: started already
+    assert _wall(m, 3.0, EstimateArgs(workers=2), started, "tokens/text")[0] == 10.0 + 2.0 * 3 / 2  # its own pool
 
 
 @pytest.mark.full  # minutes: a sample run and a 4x run of builtin:smollm2 (make test-full)

@@ -2,6 +2,7 @@
 PixelProse ids, scores and filters; malformed JSON, CSV and Parquet rows next to good ones."""
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pyarrow as pa
@@ -106,7 +107,17 @@ def test_malformed_rows_become_rejections_and_good_rows_still_load(tmp_path):
         if isinstance(r, CaptionRejection):
             assert str(path) in r.detail and f"line {lines_of[r.row]}:" in r.detail
             assert "Fix" in r.detail or "fill" in r.detail.lower() or "write" in r.detail.lower()
+    # a rejected row keeps the caption id and image its source gives it, as an ok row does (PixMo: sha256 of
+    # image_url, with the URL), so rejections join with the source and Kyutai's release; its key stays its place
+    for r in rows:
+        if isinstance(r, CaptionRejection):
             assert r.id == stable_hash("pixmo", "bad.jsonl", r.row)
+        if isinstance(r, CaptionRejection) and r.reason.startswith("caption:"):
+            url = json.loads(lines[lines_of[r.row] - 1])["image_url"]
+            assert r.caption_id == hashlib.sha256(url.encode()).hexdigest() and r.image == ImageRef(url=url)
+        elif isinstance(r, CaptionRejection):  # no readable id: nothing to name it by
+            assert r.caption_id is None and r.image is None
+    assert rows[0].id == hashlib.sha256(b"https://x/1.jpg").hexdigest()
     assert "'caption' is null" in rows[2].detail and "'caption' is int '12345'" in rows[4].detail
     assert "'image_url'" in rows[5].detail
     assert rows[0].text == good and rows[8].text == good + " Second sentence here."
@@ -135,3 +146,25 @@ def test_bad_csv_and_parquet_rows(tmp_path):
     assert [getattr(r, "reason", "ok") for r in rows] == ["ok", "row:missing_id", "image:missing"]
     assert rows[0].image == ImageRef(url="h://1")  # no sha256 column: None
     assert f"{pq_path} row 2:" in rows[1].detail
+
+
+def test_a_rejected_pixmo_row_is_written_under_its_caption_id_and_url(tmp_path):
+    """The dialogue row of a rejected caption carries the sha256 of its image_url and the URL, as an ok row; rows
+    repeating one URL (two rejected, one ok) stay three dialogues with three ids."""
+    from pipeline.dialogue.protocol import DialogueConfig, dialogue_id
+    from pipeline.dialogue.stage import DialogueStage
+
+    url = "https://x/empty.jpg"
+    p = tmp_path / "c.jsonl"
+    p.write_text("".join(json.dumps({"image_url": url, "caption": c}) + "\n" for c in
+                         ("", None, "A brown horse grazing in a green meadow.")))
+    model = {"name": "m"}
+    stage = DialogueStage(source=open_source("pixmo", str(p)), instruction="LOC", run_seed=0, replicas=1, limit=None,
+                          dialogue=DialogueConfig(), models={"user": model, "assistant": model})
+    (_, r0), (_, r1), (_, ok) = list(stage.entries())
+    cid = hashlib.sha256(url.encode()).hexdigest()
+    for n, row in enumerate((r0, r1)):
+        assert row["status"] == "rejected" and row["reason"] == "caption:empty"
+        assert row["caption_id"] == cid and row["image"] == {"url": url, "path": None, "sha256": None}
+        assert row["id"] == dialogue_id(0, "pixmo", stable_hash("pixmo", "c.jsonl", n), "LOC", 0)
+    assert ok.caption.id == cid and len({r0["id"], r1["id"], ok.id}) == 3

@@ -18,6 +18,8 @@ from pipeline.sources.captions import (
     open_source,
 )
 from pipeline.core.types import Caption, CaptionRejection, ImageRef, InputShard, stable_hash
+from pipeline.sources.caption_rows import ID_FIELD, caption_id
+from pipeline.sources.record_files import read_rows
 
 
 FIX = Path(__file__).resolve().parents[2] / "fixtures" / "captions"
@@ -58,9 +60,11 @@ def test_every_fixture_loads_with_exact_counts(source, file, n_rows, expected_re
     for c in captions(rows):
         assert c.source == source and 20 <= len(c.text) <= 1000
         assert c.text == c.text.strip() and "  " not in c.text and "\n" not in c.text
+    recs = [rec for _, rec, _ in read_rows(FIX / file, ("uid", "image_url", "example_id", "url"))]
     for r in rows:
-        if isinstance(r, CaptionRejection):
+        if isinstance(r, CaptionRejection):  # keyed by its place, named by its source's id as an ok row
             assert r.id == stable_hash(source, Path(file).name, r.row)
+            assert r.caption_id == caption_id(source, recs[r.row][ID_FIELD[source]])
             unit = "row" if file.endswith(".parquet") else "line"
             assert r.detail.startswith(f"{FIX / file} {unit} {r.row + 1}: ")
 

@@ -38,6 +38,9 @@ def test_hub_path_matches_local_files(tmp_path, monkeypatch, source, files):
         assert rejections(got) == rejections(want)
         assert [r.id for r in got if isinstance(r, CaptionRejection)] == [
             stable_hash(source, f"repo#shard{i}", r.row) for r in got if isinstance(r, CaptionRejection)]
+        # named by its source's id, so the hub and the files name a rejected row alike
+        assert [(r.caption_id, r.image) for r in got if isinstance(r, CaptionRejection)] == [
+            (r.caption_id, r.image) for r in want if isinstance(r, CaptionRejection)]
 
 
 def test_hub_path_missing_column(tmp_path, monkeypatch):

@@ -92,6 +92,8 @@ def test_duplicated_ids_in_one_file_are_counted_rejections_naming_the_first(tmp_
     assert reasons(recs) == ["ok", "ok", "row:duplicate_id", "ok"]
     d = recs[2].detail
     assert f"{p} row 3" in d and f"{p} row 1" in d and f"{0:064x}"[:40] in d and "Fix" in d
+    # the duplicate is named as its source names it (caption id, image), keyed by its place
+    assert (recs[2].caption_id, recs[2].image) == (recs[0].id, recs[0].image) and recs[2].id != recs[0].id
 
 
 def test_duplicated_ids_across_files_of_a_folder_are_counted_rejections(tmp_path):

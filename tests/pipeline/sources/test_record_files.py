@@ -63,3 +63,19 @@ def test_jsonl_memory_does_not_grow_with_file_size(tmp_path):
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert count == 20000 and size > 15_000_000 and peak < 2_000_000
+
+
+def test_a_jsonl_line_holding_an_array_is_one_rejection(tmp_path):
+    """A JSON lines file is read line by line even when its first line is an array: that line is one counted
+    rejection, and the lines after it are read (not the array's elements as rows, the rest of the file lost)."""
+    good = {"image_url": "https://x/1.jpg", "caption": "A brown horse grazing in a green meadow."}
+    for name in ("c.jsonl", "c.jsonlines"):
+        p = tmp_path / name
+        p.write_text("[1, 2, 3]\n" + json.dumps(good) + "\n")
+        _, (rows,) = load("pixmo", p)
+        assert [(r.row, getattr(r, "reason", "ok")) for r in rows] == [(0, "row:malformed_json"), (1, "ok")]
+        assert f"{p} line 1:" in rows[0].detail and "list, not an object" in rows[0].detail
+    arr = tmp_path / "c.json"  # a .json file opening with '[' is one array
+    arr.write_text(json.dumps([good, 3]))
+    _, (rows,) = load("pixmo", arr)
+    assert [getattr(r, "reason", "ok") for r in rows] == ["ok", "row:malformed_json"]

@@ -202,3 +202,28 @@ def test_export_moshi_finetune_from_speech_and_from_tokens(moshi_finetune_export
             assert {a[2] for a in al} == {"SPEAKER_MAIN", "SPEAKER_OTHER"}
             starts = [a[1][0] for a in al]
             assert starts == sorted(starts)
+
+
+def test_worker_start_is_counted_in_startup_and_elapsed(dialogue_dir, tmp_path, monkeypatch):
+    """TTS and codec loading happen before the stage runs (the stage config needs the workers' facts): their
+    time is the run's `startup_s`, inside `elapsed_s`, as the dialogue engine's start is (`ssvd estimate`)."""
+    import time
+
+    from pipeline.core import stage_jobs
+
+    real, slow_s = stage_jobs.start_pool, 0.6
+
+    def slow_start(*a, **k):
+        time.sleep(slow_s)  # a model that takes this long to load
+        return real(*a, **k)
+
+    monkeypatch.setattr(stage_jobs, "start_pool", slow_start)
+    runs = {}
+    speech_job(dialogue_dir, tmp_path / "s", SpeechSpec(), limit=1, pool_args=LOCAL, opts=QUIET)
+    tokens_job(dialogue_dir, tmp_path / "t", TokenSpec(kind="text"), limit=None, pool_args=LOCAL, opts=QUIET)
+    for stage, d in (("speech", tmp_path / "s"), ("tokens", tmp_path / "t")):
+        runs[stage] = json.loads((d / f"_{stage}.run.json").read_text())["summary"]["run"]
+    for stage, run in runs.items():
+        assert run["startup_s"] >= slow_s, (stage, run)
+        assert run["elapsed_s"] >= run["startup_s"] + 0.001, (stage, run)  # the work is inside elapsed too
+        assert run["rows"] >= 1
