@@ -249,6 +249,17 @@ def encoder_to_kyuteye(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 # ---- the command --------------------------------------------------------------------------------------
+def check_served_name(out: Path) -> None:
+    """Kyutai's server, given a local file (`hf_repo: null`, yaml `model: X.safetensors`), asserts that X exists
+    and then loads `X_pt.safetensors` instead unless the name already ends so (kyuteye_pt `server.py` 371-377):
+    only a file named `*_pt.safetensors` is both the one checked and the one loaded."""
+    if not out.name.endswith("_pt.safetensors"):
+        stem = out.name.removesuffix(".safetensors")
+        raise ExportError(f"--out {out}: name it {out.with_name(stem + '_pt.safetensors')}: Kyutai's server "
+                          "(kyuteye_pt server.py, hf_repo: null) loads X_pt.safetensors when its yaml says "
+                          "model: X.safetensors, so only a *_pt.safetensors file is served as named")
+
+
 def _run_model_config(run_dir: Path):
     from trainer.model import ModelConfig
 
@@ -275,7 +286,7 @@ def build_bundle(run_dir: Path, backbone: str | None = None, checkpoint_dir: Pat
     ckpt = Path(checkpoint_dir) if checkpoint_dir else checkpoint.latest(run_dir)
     if ckpt is None or not (ckpt / "adapters.safetensors").is_file():
         raise ExportError(f"{run_dir}: no complete checkpoint (checkpoints/latest); train first")
-    adapters = load_file(str(ckpt / "adapters.safetensors"))
+    adapters = checkpoint.read_adapters(ckpt)  # refuses adapters of an older format (their norm_cross differs)
     backbone = backbone or cfg.backbone
     dtype = "float32" if backbone == "tiny" else "bfloat16"  # the tiny model is rebuilt as it was trained
     bcfg = dataclasses.replace(cfg, backbone=backbone, dtype=dtype)
@@ -311,6 +322,7 @@ def export_adapters(run_dir: Path, out: Path, *, backbone: str | None = None, fm
 
     if fmt != "kyuteye":
         raise ExportError(f"--format {fmt!r}: only 'kyuteye' (Kyutai's PyTorch MoshiVis) is supported")
+    check_served_name(Path(out))
     bundle, meta = build_bundle(Path(run_dir), backbone, checkpoint_dir)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
