@@ -1,6 +1,7 @@
 """`ssvd export-adapters RUN_DIR --format kyuteye`: a trained run as the checkpoint Kyutai's PyTorch
 MoshiVis (kyutai-labs/moshivis, `kyuteye_pt`) loads. Where each name and shape was checked: docs/trainer.md,
-"Export for Kyutai's MoshiVis".
+"Export for Kyutai's MoshiVis", which also has the serving recipe (the file is named `*_pt.safetensors`, the name
+Kyutai's server loads: `check_served_name`).
 
 The release's loaders (`kyuteye/models/loaders.py` `get_moshi_vis`) split one safetensors file into
 `image_prefix.*` (the `ImageProjection`) and the rest (`MoshiVis`), load both with `strict=False` and
@@ -312,7 +313,8 @@ def build_bundle(run_dir: Path, backbone: str | None = None, checkpoint_dir: Pat
     bundle = {**llm, **encoder_to_kyuteye(encoder.state_dict()), **adapters_to_kyuteye(adapters, layers)}
     bundle = {k: v.detach().to(torch.bfloat16).contiguous() for k, v in bundle.items()}
     meta = {"format": "kyuteye", "release": RELEASE, "run_dir": str(run_dir.resolve()), "checkpoint": ckpt.name,
-            "backbone": backbone, "image_encoder": cfg.image_encoder, "image_size": str(cfg.image_size)}
+            "backbone": backbone, "image_encoder": cfg.image_encoder, "image_size": str(cfg.image_size),
+            checkpoint.FORMAT_KEY: str(checkpoint.ADAPTERS_FORMAT)}
     return bundle, meta
 
 

@@ -49,6 +49,7 @@ def test_every_key_and_shape_is_the_release_s(tiny_run):
     assert got == expected
     assert dtypes == {"BF16"}
     assert meta["format"] == "kyuteye" and meta["checkpoint"] == "step-000002"
+    assert meta["ssvd_adapters_format"] == "2"  # norm_cross mean-square, as the release runs it
     assert summary["keys"] == len(expected)
 
 
