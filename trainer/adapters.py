@@ -10,7 +10,8 @@ self-attention and the feed-forward block:
   dimension, then through the K/V projections: once per sample and forward, shared by every layer;
 * Q/K/V/O are one set shared by all layers (`sharing="qkvo"`, the paper's choice) or only K/V are
   shared and every layer has its own Q/O (`sharing="kv"`);
-* every layer has its own input RMSNorm `norm_l` (the release's variance-based RMSNorm, `XaRMSNorm`);
+* every layer has its own input RMSNorm `norm_l` (the release's `norm_cross`: mean-square, eps 1e-8, float32);
+  the image projection's norm is the release's `norm_xa` (variance-based, eps 1e-5): `KyutaiRMSNorm`;
 * the gate is a self-gate on the cross-attention output, as in Kyutai's release: a 2-layer MLP
   dim -> dim/8 -> dim (no biases, ReLU) and a sigmoid shifted by `gate_init_bias` (-4: ~0.018),
   whose last layer starts at zero so every gate starts at exactly sigmoid(gate_init_bias);
@@ -36,24 +37,46 @@ GATINGS = ("per_layer", "shared", "none")
 SHARINGS = ("qkvo", "kv")
 
 
-class XaRMSNorm(nn.Module):
-    """The RMSNorm of Kyutai's release for the adapters (kyuteye_pt `modules/utils.py`, `RMSNorm` with
-    `use_var=True`): `x * weight / sqrt(eps + var(x))` over the last dim (torch's unbiased variance),
-    computed in float32. The release builds `norm_cross` with the LM's norm `rms_norm_f32` (eps 1e-8)
-    and `norm_xa` with `rms_norm` (eps 1e-5); the weight is the release's `alpha` ([1, 1, d] there)."""
+class KyutaiRMSNorm(nn.Module):
+    """Kyutai's RMSNorm (kyutai-labs/moshivis at 8624f4e, paths under `kyuteye_pt/kyuteye/`; `modules/utils.py`
+    `_rms_norm`, lines 204-223): over the last dim,
+    `x * (weight * rsqrt(eps + m))` computed in float32 and cast back, where `m` is the mean square
+    `mean(x**2)` (`use_var=False`, "real" RMSNorm) or torch's unbiased variance `var(x)` (`use_var=True`).
+    The weight is the release's `alpha` ([1, 1, d] there). The adapters use two of its forms:
 
-    def __init__(self, dim: int, eps: float):
+    * `norm_cross` (`NORM_CROSS`: mean square, eps 1e-8, float32): `TransformerLayer` builds it with the
+      temporal transformer's norm (`modules/transformer.py` 129-131), which is Helium's default
+      `real_rms_norm_f32` (`models/helium.py` 50-55), since `MoshiVis` keeps its own `norm` argument
+      (`models/moshivis.py` 26) for the depformer (128) and never passes it to `Helium` (73-83);
+      `real_rms_norm_f32` = `RMSNorm(eps=1e-8, dtype=float32, use_var=False)` (`modules/utils.py` 278-285);
+    * `norm_xa` (`NORM_XA`: variance, eps 1e-5): yaml `norm_xa: rms_norm` (`configs/moshika-vis.yaml` 10,
+      `models/image_projection.py` 72, 126-132) = `RMSNorm(eps=1e-5)`, `use_var=True` by default
+      (`modules/utils.py` 236-237, 287-288). The release computes this one in the input's dtype (bf16 when
+      served); here it is float32 (the adapters' dtype in training): a rounding difference only.
+    """
+
+    def __init__(self, dim: int, eps: float, use_var: bool):
         super().__init__()
-        self.eps = eps
+        self.eps, self.use_var = eps, use_var
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         xf = x.float()
-        var = self.eps + xf.var(dim=-1, keepdim=True)
-        return (xf * (self.weight.float() * torch.rsqrt(var))).to(x.dtype)
+        m = xf.var(dim=-1, keepdim=True) if self.use_var else torch.mean(xf ** 2, dim=-1, keepdim=True)
+        return (xf * (self.weight.float() * torch.rsqrt(self.eps + m))).to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"{self.weight.shape[0]}, eps={self.eps}, use_var={self.use_var}"
 
 
-NORM_CROSS_EPS, NORM_XA_EPS = 1e-8, 1e-5  # the release's rms_norm_f32 / rms_norm
+NORM_CROSS = dict(eps=1e-8, use_var=False)  # the release's real_rms_norm_f32 (Helium's default)
+NORM_XA = dict(eps=1e-5, use_var=True)  # the release's rms_norm (yaml norm_xa)
+
+# What the adapters' weights mean, stored in every checkpoint (trainer/checkpoint.py): 2 = norm_cross is the
+# mean-square RMSNorm the release runs (issue 27). Format 1 (no mark) trained norms.{l} as a variance-based
+# RMSNorm; the two differ by each token's mean, which no change of weights absorbs, so format-1 checkpoints
+# are refused (resume, export) rather than converted.
+ADAPTERS_FORMAT = 2
 
 
 class ImageKV(NamedTuple):
@@ -63,7 +86,8 @@ class ImageKV(NamedTuple):
 
 
 class Gate(nn.Module):
-    """sigmoid(fc2(relu(fc1(y))) + bias): per token and channel, in (0, 1)."""
+    """sigmoid(fc2(relu(fc1(y))) + bias): per token and channel, in (0, 1). The release's `XAGate` with
+    `xa_conditional_gating` (`modules/cross_attention.py` 40-47, 55-57, 66-67): `y * sigmoid(alpha(y) - 4)`."""
 
     def __init__(self, dim: int, hidden_div: int = 8, init_bias: float = -4.0):
         super().__init__()
@@ -104,7 +128,7 @@ class VisionAdapters(nn.Module):
         self.head_dim = dim // num_heads
         self.gating, self.sharing = gating, sharing
         self.image_proj = nn.Linear(image_dim, dim)
-        self.image_norm = XaRMSNorm(dim, NORM_XA_EPS)
+        self.image_norm = KyutaiRMSNorm(dim, **NORM_XA)
         self.k_proj = nn.Linear(dim, dim, bias=False)
         self.v_proj = nn.Linear(dim, dim, bias=False)
         if sharing == "qkvo":
@@ -113,7 +137,7 @@ class VisionAdapters(nn.Module):
         else:
             self.q_projs = nn.ModuleList(nn.Linear(dim, dim, bias=False) for _ in range(num_layers))
             self.o_projs = nn.ModuleList(nn.Linear(dim, dim, bias=False) for _ in range(num_layers))
-        self.norms = nn.ModuleList(XaRMSNorm(dim, NORM_CROSS_EPS) for _ in range(num_layers))
+        self.norms = nn.ModuleList(KyutaiRMSNorm(dim, **NORM_CROSS) for _ in range(num_layers))
         if gating == "per_layer":
             self.gates = nn.ModuleList(Gate(dim, gate_hidden_div, gate_init_bias) for _ in range(num_layers))
         elif gating == "shared":

@@ -1,6 +1,7 @@
 """Checkpoints that hold only the adapters (+ optimizer, schedule, loader position, RNG, step), read without pickle.
 
-    RUN_DIR/checkpoints/step-000050/adapters.safetensors   adapter weights only
+    RUN_DIR/checkpoints/step-000050/adapters.safetensors   adapter weights only; metadata `ssvd_adapters_format`
+                                                           (trainer.adapters.ADAPTERS_FORMAT: what they compute)
     RUN_DIR/checkpoints/step-000050/state.pt               optimizer, scheduler, RNG states, step: tensors,
                                                            numbers, strings, lists and dicts only, so
                                                            torch.load(weights_only=True) reads it
@@ -23,7 +24,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
+
+from trainer.adapters import ADAPTERS_FORMAT
+
+FORMAT_KEY = "ssvd_adapters_format"
 
 
 def ckpt_root(run_dir: Path) -> Path:
@@ -58,7 +64,8 @@ def save(run_dir: Path, step: int, adapters: dict[str, torch.Tensor], state: dic
     tmp = root / f".{name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    save_file({k: v.detach().contiguous().cpu() for k, v in adapters.items()}, str(tmp / "adapters.safetensors"))
+    save_file({k: v.detach().contiguous().cpu() for k, v in adapters.items()}, str(tmp / "adapters.safetensors"),
+              metadata={FORMAT_KEY: str(ADAPTERS_FORMAT)})
     torch.save(dict(state, step=step, rng=rng_state()), tmp / "state.pt")
     (tmp / "run.json").write_text(json.dumps(dict(run or {}, step=step), indent=1, sort_keys=True))
     final = root / name
@@ -81,9 +88,27 @@ def latest(run_dir: Path) -> Path | None:
     return d if (d / "state.pt").is_file() else None
 
 
+def read_adapters(ckpt: Path) -> dict[str, torch.Tensor]:
+    """A checkpoint's adapter weights, refused unless they are of this version's format (`ADAPTERS_FORMAT`)."""
+    path = Path(ckpt) / "adapters.safetensors"
+    with safe_open(str(path), "pt") as f:
+        fmt = (f.metadata() or {}).get(FORMAT_KEY, "1")
+    if fmt != str(ADAPTERS_FORMAT):
+        if fmt == "1":
+            raise ValueError(
+                f"{path}: adapters of format 1 (written before issue 27, no '{FORMAT_KEY}' mark): their per-layer "
+                "norms (norms.{l}, the release's norm_cross) were trained as a variance-based RMSNorm, while "
+                "Kyutai's MoshiVis and this version run a mean-square one (eps 1e-8, float32); the two differ by "
+                "each token's mean, which no change of weights absorbs, so these adapters can be neither resumed "
+                "nor exported: train a new run (another --out)")
+        raise ValueError(f"{path}: adapters of format {fmt!r}, this version reads format {ADAPTERS_FORMAT} only: "
+                         "use the ssvd version that wrote them, or train a new run")
+    return load_file(str(path))
+
+
 def read(ckpt: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:
     """(adapters, state, run) of a checkpoint, without unpickling anything and without touching the RNGs."""
-    adapters = load_file(str(ckpt / "adapters.safetensors"))
+    adapters = read_adapters(ckpt)
     try:
         state = torch.load(ckpt / "state.pt", weights_only=True, map_location="cpu")
     except Exception as e:  # an old checkpoint (pickled numpy state) or a foreign file: never unpickled

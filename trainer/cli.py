@@ -34,7 +34,7 @@ def train(
 
 def export_adapters(
     run_dir: Annotated[Path, typer.Argument(help="A run directory of `ssvd train` (its newest checkpoint is exported).")],
-    out: Annotated[Path, typer.Option("--out", help="The .safetensors file to write (bf16, the full bundle).")],
+    out: Annotated[Path, typer.Option("--out", help="The file to write (bf16, the full bundle), named *_pt.safetensors: the name Kyutai's server loads (docs/trainer.md).")],
     fmt: Annotated[str, typer.Option("--format", help="kyuteye: the layout Kyutai's PyTorch MoshiVis loads.")] = "kyuteye",
     backbone: Annotated[Optional[str], typer.Option("--backbone", help="The Moshi the adapters go with: a transformers id/path (default: the run's model.backbone) or Kyutai's moshi model.safetensors.")] = None,
 ) -> None:

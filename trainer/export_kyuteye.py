@@ -1,6 +1,7 @@
 """`ssvd export-adapters RUN_DIR --format kyuteye`: a trained run as the checkpoint Kyutai's PyTorch
 MoshiVis (kyutai-labs/moshivis, `kyuteye_pt`) loads. Where each name and shape was checked: docs/trainer.md,
-"Export for Kyutai's MoshiVis".
+"Export for Kyutai's MoshiVis", which also has the serving recipe (the file is named `*_pt.safetensors`, the name
+Kyutai's server loads: `check_served_name`).
 
 The release's loaders (`kyuteye/models/loaders.py` `get_moshi_vis`) split one safetensors file into
 `image_prefix.*` (the `ImageProjection`) and the rest (`MoshiVis`), load both with `strict=False` and
@@ -249,6 +250,17 @@ def encoder_to_kyuteye(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 # ---- the command --------------------------------------------------------------------------------------
+def check_served_name(out: Path) -> None:
+    """Kyutai's server, given a local file (`hf_repo: null`, yaml `model: X.safetensors`), asserts that X exists
+    and then loads `X_pt.safetensors` instead unless the name already ends so (kyuteye_pt `server.py` 371-377):
+    only a file named `*_pt.safetensors` is both the one checked and the one loaded."""
+    if not out.name.endswith("_pt.safetensors"):
+        stem = out.name.removesuffix(".safetensors")
+        raise ExportError(f"--out {out}: name it {out.with_name(stem + '_pt.safetensors')}: Kyutai's server "
+                          "(kyuteye_pt server.py, hf_repo: null) loads X_pt.safetensors when its yaml says "
+                          "model: X.safetensors, so only a *_pt.safetensors file is served as named")
+
+
 def _run_model_config(run_dir: Path):
     from trainer.model import ModelConfig
 
@@ -275,7 +287,7 @@ def build_bundle(run_dir: Path, backbone: str | None = None, checkpoint_dir: Pat
     ckpt = Path(checkpoint_dir) if checkpoint_dir else checkpoint.latest(run_dir)
     if ckpt is None or not (ckpt / "adapters.safetensors").is_file():
         raise ExportError(f"{run_dir}: no complete checkpoint (checkpoints/latest); train first")
-    adapters = load_file(str(ckpt / "adapters.safetensors"))
+    adapters = checkpoint.read_adapters(ckpt)  # refuses adapters of an older format (their norm_cross differs)
     backbone = backbone or cfg.backbone
     dtype = "float32" if backbone == "tiny" else "bfloat16"  # the tiny model is rebuilt as it was trained
     bcfg = dataclasses.replace(cfg, backbone=backbone, dtype=dtype)
@@ -301,7 +313,8 @@ def build_bundle(run_dir: Path, backbone: str | None = None, checkpoint_dir: Pat
     bundle = {**llm, **encoder_to_kyuteye(encoder.state_dict()), **adapters_to_kyuteye(adapters, layers)}
     bundle = {k: v.detach().to(torch.bfloat16).contiguous() for k, v in bundle.items()}
     meta = {"format": "kyuteye", "release": RELEASE, "run_dir": str(run_dir.resolve()), "checkpoint": ckpt.name,
-            "backbone": backbone, "image_encoder": cfg.image_encoder, "image_size": str(cfg.image_size)}
+            "backbone": backbone, "image_encoder": cfg.image_encoder, "image_size": str(cfg.image_size),
+            checkpoint.FORMAT_KEY: str(checkpoint.ADAPTERS_FORMAT)}
     return bundle, meta
 
 
@@ -311,6 +324,7 @@ def export_adapters(run_dir: Path, out: Path, *, backbone: str | None = None, fm
 
     if fmt != "kyuteye":
         raise ExportError(f"--format {fmt!r}: only 'kyuteye' (Kyutai's PyTorch MoshiVis) is supported")
+    check_served_name(Path(out))
     bundle, meta = build_bundle(Path(run_dir), backbone, checkpoint_dir)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

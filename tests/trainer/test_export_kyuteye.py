@@ -30,7 +30,7 @@ def tiny_run(handmade_corpus, tmp_path_factory):
     (tmp / "train.yaml").write_text(yaml.safe_dump(data))
     run = tmp / "run"
     train(load_train_config(tmp / "train.yaml"), handmade_corpus, run, progress=False)
-    out = tmp / "moshivis.safetensors"
+    out = tmp / "moshivis_pt.safetensors"  # the name Kyutai's server loads (server.py 371-377)
     r = subprocess.run([sys.executable, "-m", "cli", "export-adapters", str(run), "--format", "kyuteye",
                         "--backbone", "tiny", "--out", str(out)], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
@@ -49,6 +49,7 @@ def test_every_key_and_shape_is_the_release_s(tiny_run):
     assert got == expected
     assert dtypes == {"BF16"}
     assert meta["format"] == "kyuteye" and meta["checkpoint"] == "step-000002"
+    assert meta["ssvd_adapters_format"] == "2"  # norm_cross mean-square, as the release runs it
     assert summary["keys"] == len(expected)
 
 
@@ -95,10 +96,10 @@ def test_a_moshi_layout_checkpoint_is_renamed_into_moshivis_names(tiny_run, tmp_
 
     save_file(moshi, str(tmp_path / "moshiko.safetensors"))
     r = subprocess.run([sys.executable, "-m", "cli", "export-adapters", str(run), "--backbone",
-                        str(tmp_path / "moshiko.safetensors"), "--out", str(tmp_path / "b.safetensors")],
+                        str(tmp_path / "moshiko.safetensors"), "--out", str(tmp_path / "b_pt.safetensors")],
                        cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    again = load_file(str(tmp_path / "b.safetensors"))
+    again = load_file(str(tmp_path / "b_pt.safetensors"))
     assert set(again) == set(bundle) and all(torch.equal(again[k], bundle[k]) for k in bundle)
 
 
@@ -116,6 +117,37 @@ def test_variants_the_release_cannot_load_are_refused(change, words):
 
 
 def test_a_directory_without_a_run_is_an_error(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "cli", "export-adapters", str(tmp_path), "--out", str(tmp_path / "x.safetensors")],
+    r = subprocess.run([sys.executable, "-m", "cli", "export-adapters", str(tmp_path), "--out", str(tmp_path / "x_pt.safetensors")],
                        cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 2 and "not a run directory" in r.stderr
+
+
+def test_a_name_kyutai_s_server_would_not_load_is_refused(tiny_run, tmp_path):
+    """With `model: X.safetensors` Kyutai's server loads X_pt.safetensors (kyuteye_pt server.py 371-377)."""
+    run, _, _ = tiny_run
+    r = subprocess.run([sys.executable, "-m", "cli", "export-adapters", str(run), "--backbone", "tiny",
+                        "--out", str(tmp_path / "moshivis.safetensors")], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 2 and "moshivis_pt.safetensors" in r.stderr, r.stderr
+    assert not (tmp_path / "moshivis.safetensors").exists()
+
+
+def test_adapters_of_the_old_norm_cross_are_refused(tiny_run, tmp_path):
+    """A checkpoint written before issue 27 (no format mark: norm_cross trained variance-based) is refused by
+    the export and by --resume (checkpoint.read), with the reason and the fix."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    from trainer import checkpoint
+
+    run, _, _ = tiny_run
+    old = tmp_path / "old-run"
+    shutil.copytree(run, old)
+    ck = old / "checkpoints" / "step-000002"
+    assert checkpoint.read(ck)[0].keys() == load_file(str(ck / "adapters.safetensors")).keys()  # format 2 reads
+    save_file(load_file(str(ck / "adapters.safetensors")), str(ck / "adapters.safetensors"))  # as format 1 wrote it
+    with pytest.raises(ValueError, match="format 1.*variance-based.*train a new run"):
+        checkpoint.read(ck)
+    r = subprocess.run([sys.executable, "-m", "cli", "export-adapters", str(old), "--backbone", "tiny",
+                        "--out", str(tmp_path / "x_pt.safetensors")], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 2 and "variance-based" in r.stderr and "norm_cross" in r.stderr, r.stderr
