@@ -46,7 +46,8 @@ def start_pool(worker_cls, spec, args: PoolArgs):
 
 
 def run_row_stage(stage, out: Path, pool, opts: RunOptions, kept: bool) -> Summary:
-    if stage.total_hint() == 0:  # not an error: every upstream row was rejected (or none was asked for)
+    """`pool` None: the stage finished before (`if_finished`), nothing is read but its run record."""
+    if pool is not None and stage.total_hint() == 0:  # not an error: every upstream row was rejected
         log.warning("%s: 0 rows to process (no \"ok\" row in %d input shard(s)); writing empty shards",
                     stage.input.dir, len(stage.input.shards))
     try:
@@ -56,7 +57,8 @@ def run_row_stage(stage, out: Path, pool, opts: RunOptions, kept: bool) -> Summa
             pool.shutdown()
     if stage.input.unfinished:
         log.warning("input shards still in progress upstream were left for a later run: %s", stage.input.unfinished)
-    record_input_stats(out, stage)
+    if not summary.noop:  # a no-op read no input row: the recorded input stats stand
+        record_input_stats(out, stage)
     return summary
 
 
