@@ -11,13 +11,13 @@ from pipeline.core.runner import RunOptions, run_stage
 from pipeline.core.runstate import RunState
 from pipeline.core.stage_input import StageInput, open_stage_input
 from pipeline.core.stage_jobs import run_row_stage
-from pipeline.core.types import Dialogue, Turn, dialogue_to_row
 from pipeline.dialogue.protocol import DialogueConfig
 from pipeline.dialogue.stage import DialogueStage
 from pipeline.sources.captions import CaptionSource, open_source
 from pipeline.speech.stage import SpeechStage
 from pipeline.speech.worker import SpeechSpec, speech_row
 from tests.conftest import write_dialogue_fixture
+from tests.pipeline.core.test_runner import LocalPool as DialoguePool  # in-process, dies after N chunks
 
 MODELS = {"user": {"name": "m"}, "assistant": {"name": "m"}, "engine": "test"}
 OPTS = RunOptions(progress=False, chunk_size=3, flush_rows=4)
@@ -47,32 +47,6 @@ def captions(path: Path) -> CountingCaptions:
 def dialogue_stage(src) -> DialogueStage:
     return DialogueStage(source=src, instruction="LOC", run_seed=0, replicas=2, limit=None,
                          dialogue=DialogueConfig(), models=MODELS)
-
-
-class DialoguePool:
-    """In-process dialogue workers (two fixed turns); dies after `die_after` chunks, like a killed driver."""
-
-    size = 1
-
-    def __init__(self, die_after=None):
-        self.done, self.calls, self.die_after, self.seen = [], 0, die_after, []
-
-    def submit(self, items):
-        self.calls += 1
-        if self.die_after is not None and self.calls > self.die_after:
-            raise KeyboardInterrupt("killed")
-        self.seen += [it.id for it in items]
-        self.done.append([dialogue_to_row(Dialogue(
-            id=it.id, caption_id=it.caption.id, source=it.source, instruction=it.instruction, seed=it.seed,
-            replica=it.replica, turns=[Turn("user", "q", "LOC"), Turn("assistant", "a", "LOC")],
-            input_shard=it.input_shard, input_row=it.input_row)) for it in items])
-
-    def inflight(self):
-        return sum(len(r) for r in self.done)
-
-    def wait(self, timeout_s):
-        out, self.done = [(None, r) for r in self.done], []
-        return out
 
 
 def write_captions(d: Path, shards: list[list[str]]) -> Path:
@@ -123,13 +97,8 @@ def test_resume_skips_complete_input_shards_unopened_and_keeps_the_duplicate_id_
 
 
 # --- a row stage (speech) over dialogue shards ---
-class SpeechPool:
+class SpeechPool(DialoguePool):
     """In-process speech rows without audio (the worker is not under test); dies after `die_after` chunks."""
-
-    size = 1
-
-    def __init__(self, die_after=None):
-        self.done, self.calls, self.die_after, self.seen = [], 0, die_after, []
 
     def submit(self, items):
         self.calls += 1
@@ -137,13 +106,6 @@ class SpeechPool:
             raise KeyboardInterrupt("killed")
         self.seen += [it.id for it in items]
         self.done.append([speech_row(it.row, None, SpeechSpec()) for it in items])
-
-    def inflight(self):
-        return sum(len(r) for r in self.done)
-
-    def wait(self, timeout_s):
-        out, self.done = [(None, r) for r in self.done], []
-        return out
 
 
 class CountingInput(StageInput):
