@@ -290,18 +290,18 @@ def run_stage(stage: Stage, out_dir: Path, pool_factory, opts: RunOptions) -> Su
 
 
 def _noop(stage: Any, store: ShardStore, rec: dict | None, opts: RunOptions) -> Summary | None:
-    """The summary of a rerun that would only skip, or None. True when the last run into this directory
-    completed with this config (RunState.begin refused any other), every output shard it recorded is still
-    there and complete, no shard is in progress, and the stage's input is what it read then
-    (`stage.unchanged_since(rec)`, when the stage has it). Reads the run record and lists the directory only:
-    no input row, no output row, whatever the size of the split."""
+    """The summary of a rerun that would only skip, or None. A rerun only skips when the last run into this
+    directory completed with this config (RunState.begin refused any other), every output shard it recorded is
+    still there and complete, no shard is in progress, and the stage says its input is what it read then
+    (`stage.unchanged_since(rec)`; a stage without that method is never a no-op). Reads the run record and
+    lists the directory only: no input row, no output row, whatever the size of the split."""
     if opts.overwrite or opts.retry_failed or not rec or rec.get("state") != "complete":
         return None
     shards = rec.get("output_shards")  # recorded since the no-op rerun was made O(shards)
     if shards is None or not all(store.is_complete(i) for i in shards) or store.has_parts():
         return None
-    unchanged = getattr(stage, "unchanged_since", None)
-    if unchanged is not None and not unchanged(rec):
+    unchanged = getattr(stage, "unchanged_since", None)  # a stage without it is always run through
+    if unchanged is None or not unchanged(rec):
         return None
     old = rec.get("summary") or {}
     s = Summary(stage.name, str(store.dir), shards_skipped=len(shards), noop=True)

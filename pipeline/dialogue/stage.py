@@ -91,6 +91,10 @@ class DialogueStage:
                 else:
                     yield shard, self._item(shard, rec.row, caption=rec, replica=replica)
 
+    def unchanged_since(self, rec: dict) -> bool:
+        """The input is part of the config (the source's files or hub shards): the same config, the same input."""
+        return True
+
     def _done(self, shard: int) -> tuple[int, Callable[[], Iterator[tuple[str, int]]]] | None:
         """For `first_records`: a shard complete downstream gave (its rows / replicas) records, one output row
         each per replica; its records' (caption id, row) are in its output, caption rejections (whose id is
