@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[2]
 def test_driver_benchmark_measures_every_stage_and_the_no_op_rerun(tmp_path):
     keep = tmp_path / "out"
     cmd = [sys.executable, str(REPO / "bench" / "driver_throughput.py"), "--rows", "240", "--shard-rows", "100",
-           "--audio-s", "0.2", "--noop-rows", "120", "--noop-small", "12", "--repeats", "1", "--keep", str(keep)]
+           "--audio-s", "0.2", "--noop-rows", "120", "--noop-small", "12", "--repeats", "2", "--keep", str(keep)]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert p.returncode == 0, p.stderr[-4000:]
     r = json.loads(p.stdout.strip().splitlines()[-1])
@@ -30,4 +30,5 @@ def test_driver_benchmark_measures_every_stage_and_the_no_op_rerun(tmp_path):
     assert r["stages"]["speech"]["bytes_per_row_through_driver"] > r["stages"]["dialogues"]["bytes_per_row_through_driver"]
     assert r["noop"]["big"]["rows"] == 120 and r["noop"]["small"]["rows"] == 12
     assert r["noop"]["ratio"] == round(r["noop"]["big"]["rerun_s"] / r["noop"]["small"]["rerun_s"], 3)
+    assert r["noop"]["ratio_min"] == round(r["noop"]["big"]["min_s"] / r["noop"]["small"]["min_s"], 3)
     assert len(r["machine"]["load_avg"]) == 3
