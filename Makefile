@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-$(FLAVOUR)-$(shell cat pyproject.toml Makefile | sha
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: install demo test test-quick test-full storm bench bench-speech bench-loader bench-images clean
+.PHONY: install demo test test-quick test-full storm bench bench-speech bench-loader bench-images bench-driver clean
 
 install: $(STAMP)
 
@@ -107,6 +107,12 @@ bench-loader: install
 # workers, over the same generated JPEGs served on 127.0.0.1 (last line: JSON; docs/images.md).
 bench-images: install
 	$(PY) bench/images_throughput.py $(BENCH_ARGS)
+
+# The driver alone: each stage's orchestration over 100,000 synthetic rows with instant workers (benchmark parts:
+# a replayed dialogue, a null TTS, a null codec), in-process; rows/s, CPU s per 1000 rows, bytes per row through
+# the driver, and a no-op rerun of a finished 20,000-row split vs a 200-row one (last line: JSON; docs/scale.md).
+bench-driver: install
+	$(PY) bench/driver_throughput.py $(BENCH_ARGS)
 
 clean:
 	rm -rf demo-out .pytest_cache

@@ -14,7 +14,7 @@ import typer
 
 from pipeline.speech.cli import speech
 from pipeline.tokens.cli import tokens
-from pipeline.core.cli_options import Limit, NoProgress, Out, fail
+from pipeline.core.cli_options import Limit, NoProgress, Out, fail, refuse_urls
 from pipeline.corpus.cli import estimate, preview, report, run, status, verify
 from pipeline.dialogue.cli import dialogues, generic
 from pipeline.images.cli import images
@@ -124,6 +124,8 @@ def prompts_show(
         if p.forced_start is not None:
             typer.echo(f"--- forced start ---\n{p.forced_start}")
 
+
+refuse_urls(app)  # every path option and argument of every command: no URL (object storage is not built yet)
 
 if __name__ == "__main__":
     app()

@@ -86,6 +86,43 @@ def with_options(block: tuple[inspect.Parameter, ...], after: str | None = None)
     return add
 
 
+def refuse_urls(app: typer.Typer) -> None:
+    """Every path option and argument (annotated `Path`) of every command of `app` and its sub-apps refuses a
+    URL before the command runs (pipeline/core/locations.py): `--out s3://bucket/x` is an error naming --out,
+    not a local folder named `s3:`."""
+    import typing
+
+    from typer.models import ParameterInfo
+
+    for info in app.registered_commands:
+        # kept as the command's signature: typer reads `__signature__`, while evaluating the annotations again
+        # (`from __future__ import annotations`) would make new option objects without the callback
+        sig = info.callback.__signature__ = inspect.signature(info.callback, eval_str=True)
+        for p in sig.parameters.values():
+            if typing.get_origin(p.annotation) is not Annotated:
+                continue
+            base, *meta = typing.get_args(p.annotation)
+            if base is Path or Path in typing.get_args(base):
+                for m in meta:
+                    if isinstance(m, ParameterInfo) and m.callback is not _no_url:
+                        if m.callback is not None:
+                            raise TypeError(f"{info.callback.__name__}: option {p.name} has its own callback")
+                        m.callback = _no_url
+    for group in app.registered_groups:
+        refuse_urls(group.typer_instance)
+
+
+def _no_url(ctx: typer.Context, param: typer.CallbackParam, value):
+    from pipeline.core.locations import UnsupportedLocation, refuse_url
+
+    for v in value if isinstance(value, (list, tuple)) else [value]:
+        try:
+            refuse_url(v, param.opts[0] if param.param_type_name == "option" else (param.metavar or param.name).upper())
+        except UnsupportedLocation as e:
+            fail(e)
+    return value
+
+
 def default_env() -> None:
     """Quiet, CPU-friendly defaults that a user can override from the environment."""
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")

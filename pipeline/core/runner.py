@@ -35,6 +35,10 @@ class Stage(Protocol):
 
     def config(self) -> dict: ...
 
+    # Optional: `done_shard`, set by the runner before `total_hint` and `entries`. done_shard(i) is the
+    # completed output shard of input shard i when the runner will skip it (else None): a stage that has
+    # the attribute yields (i, None) for such a shard without opening it (resume in O(shards)).
+
 
 class Pool(Protocol):
     size: int
@@ -78,6 +82,7 @@ class Summary:
     audio_s: float = 0.0
     elapsed_s: float = 0.0
     run: dict = field(default_factory=dict)  # this run's own measures (pipeline/core/progress.py)
+    noop: bool = False  # a rerun of a finished stage: nothing was read but the run record (not in to_dict)
 
     def add(self, row: dict) -> None:
         status = row.get("status", "ok")
@@ -129,16 +134,21 @@ def run_stage(stage: Stage, out_dir: Path, pool_factory, opts: RunOptions, start
     """Run `stage` into `out_dir`. `pool_factory()` is called only if there is work to do. `startup_s`: seconds
     already spent starting workers before this call (a pool started up front), counted as startup and elapsed."""
     out_dir = Path(out_dir)
+    t0 = time.monotonic() - startup_s
     store = ShardStore(out_dir, stage.name, stage.schema, getattr(stage, "row_group_rows", 256))
     state = RunState(out_dir, stage.name)
     if opts.overwrite:
         store.remove_all()
         state.clear()
+    before = state.load()
     state.begin(stage.config())  # refuses a different config in the same directory
     store.clean_tmp()
     summary = Summary(stage.name, str(out_dir))
-    t0 = time.monotonic() - startup_s
-    meter = Meter(stage.name, total=stage.total_hint(), t0=t0, startup_s=startup_s)
+    noop = _noop(stage, store, before, opts)
+    if noop is not None:  # finished before: no input row read, no worker started
+        noop.elapsed_s = time.monotonic() - t0
+        state.finish(noop.to_dict(), output_shards=before["output_shards"])
+        return noop
 
     done_ids: dict[int, set[str]] = {}
     open_items: Counter = Counter()
@@ -147,7 +157,6 @@ def run_stage(stage: Stage, out_dir: Path, pool_factory, opts: RunOptions, start
     finished: set[int] = set()
     last_flush = time.monotonic()
     pool = None
-    bar = _progress(stage.total_hint(), opts.progress, stage.name)
 
     def advance(n: int) -> None:
         bar.update(n)
@@ -178,6 +187,12 @@ def run_stage(stage: Stage, out_dir: Path, pool_factory, opts: RunOptions, start
                 for p in store.part_paths(i):
                     _count_existing(p, summary)
         return done_ids[i]
+
+    if hasattr(stage, "done_shard"):  # the stage skips complete input shards without opening them
+        stage.done_shard = lambda i: store.final_path(i) if shard_state(i) is None else None
+    total = stage.total_hint()
+    meter = Meter(stage.name, total=total, t0=t0, startup_s=startup_s)
+    bar = _progress(total, opts.progress, stage.name)
 
     def flush(force_shard: int | None = None) -> None:
         nonlocal last_flush
@@ -259,6 +274,8 @@ def run_stage(stage: Stage, out_dir: Path, pool_factory, opts: RunOptions, start
     finally:
         flush()  # keep everything finished so far, whatever happens
         bar.close()
+        if hasattr(stage, "done_shard"):
+            stage.done_shard = None
     summary.elapsed_s = time.monotonic() - t0
     summary.run = meter.snapshot()
     # The outcome is counted from the files themselves, so it is exact across resumes.
@@ -269,8 +286,32 @@ def run_stage(stage: Stage, out_dir: Path, pool_factory, opts: RunOptions, start
     for i in sorted(done_ids):
         for p in [store.final_path(i)] if store.is_complete(i) else store.part_paths(i):
             _count_existing(p, summary)
-    state.finish(summary.to_dict())
+    state.finish(summary.to_dict(), output_shards=sorted(done_ids))
     return summary
+
+
+def _noop(stage: Any, store: ShardStore, rec: dict | None, opts: RunOptions) -> Summary | None:
+    """The summary of a rerun that would only skip, or None. A rerun only skips when the last run into this
+    directory completed with this config (RunState.begin refused any other), every output shard it recorded is
+    still there and complete, no shard is in progress, and the stage says its input is what it read then
+    (`stage.unchanged_since(rec)`; a stage without that method is never a no-op). Reads the run record and
+    lists the directory only: no input row, no output row, whatever the size of the split."""
+    if opts.overwrite or opts.retry_failed or not rec or rec.get("state") != "complete":
+        return None
+    shards = rec.get("output_shards")  # recorded since the no-op rerun was made O(shards)
+    if shards is None or not all(store.is_complete(i) for i in shards) or store.has_parts():
+        return None
+    unchanged = getattr(stage, "unchanged_since", None)  # a stage without it is always run through
+    if unchanged is None or not unchanged(rec):
+        return None
+    old = rec.get("summary") or {}
+    s = Summary(stage.name, str(store.dir), shards_skipped=len(shards), noop=True)
+    s.status, s.reasons = Counter(old.get("status") or {}), Counter(old.get("rejected_by_reason") or {})
+    for k in ("completion_tokens", "prompt_tokens", "generated_tokens", "kept_tokens", "wasted_tokens"):
+        setattr(s, k, int(old.get(k) or 0))
+    s.audio_s = float(old.get("audio_s") or 0.0)
+    s.run = Meter(stage.name, total=0).snapshot()
+    return s
 
 
 def finished_before(stage: Any, out_dir: Path, opts: RunOptions, rec: dict | None) -> bool:
@@ -285,9 +326,7 @@ def finished_before(stage: Any, out_dir: Path, opts: RunOptions, rec: dict | Non
         return False
     if rec.get("config_hash") != config_hash(portable(stage.config(), out_dir)):
         return False
-    seen = rec.get("input") or {}
-    return (not stage.input.unfinished and not seen.get("unfinished_input_shards")
-            and seen.get("input_shards") == [i for i, _ in stage.input.shards])
+    return stage.input.unchanged_since(rec)
 
 
 def _has_failed(path: Path) -> bool:

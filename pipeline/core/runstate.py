@@ -109,9 +109,10 @@ class RunState:
         rec.update(fields)
         write_json_atomic(self.path, rec)
 
-    def finish(self, summary: dict) -> None:
+    def finish(self, summary: dict, **fields) -> None:
+        """The run's outcome; `fields`: facts the next run reads (e.g. `output_shards`, see runner._noop)."""
         rec = self.load() or {}
-        rec.update(state="complete", finished=_now(), summary=summary)
+        rec.update(state="complete", finished=_now(), summary=summary, **fields)
         if (summary.get("run") or {}).get("rows"):  # the latest run that did work: its rates stay
             rec["measured"] = {**summary["run"], "updated": rec["finished"]}
         write_json_atomic(self.path, rec)

@@ -92,6 +92,11 @@ class ShardStore:
         d = self.parts_dir(index)
         return sorted(d.glob("part-*.parquet")) if d.is_dir() else []
 
+    def has_parts(self) -> bool:
+        """Whether any shard of this stage is in progress (has a parts folder)."""
+        d = self.dir / ".parts"
+        return d.is_dir() and any(d.glob(f"{self.stage}-*"))
+
     def write_part(self, index: int, rows: list[dict]) -> None:
         if not rows:
             return

@@ -10,7 +10,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import pyarrow.parquet as pq
 
@@ -45,18 +45,24 @@ class StageInput:
         for n, r in enumerate(iter_rows(path, columns=columns, batch_rows=64)):
             yield n, r
 
-    def ok_items(self, limit: int | None, stats: Counter, shard_markers: bool = False
-                 ) -> Iterator[tuple[int, RowItem | None]]:
+    def ok_items(self, limit: int | None, stats: Counter, shard_markers: bool = False,
+                 done_shard: Callable[[int], Path | None] | None = None) -> Iterator[tuple[int, RowItem | None]]:
         """(shard index, RowItem) for every row with status "ok"; the others counted as `input_not_ok`.
 
         With `shard_markers`, each shard (within the limit) opens with (index, None), so a shard with no
-        "ok" row still gets its (empty) output shard: shard i in -> shard i out along the whole chain."""
+        "ok" row still gets its (empty) output shard: shard i in -> shard i out along the whole chain.
+        `done_shard(i)`: shard i's complete output shard (one row per "ok" input row), or None; without a
+        limit, such a shard's rows are not read."""
         seen = 0
         for index, path in self.shards:
             if limit is not None and seen >= limit:
                 return
             if shard_markers:
                 yield index, None
+            out = done_shard(index) if done_shard is not None and limit is None else None
+            if out is not None:  # complete downstream: its rows are not read (rows not "ok": footers only)
+                stats["input_not_ok"] += footer_rows(path) - footer_rows(out)
+                continue
             for n, row in self.rows(index, path):
                 if row.get("status") != "ok":
                     stats["input_not_ok"] += 1
@@ -67,10 +73,21 @@ class StageInput:
                 row["input_shard"], row["input_row"] = index, n
                 yield index, RowItem(row["id"], index, n, row)
 
-    def count_ok(self, limit: int | None = None) -> int:
-        """Rows with status "ok" (reads the status column only): the progress bar's total."""
-        n = sum(pq.read_table(p, columns=["status"]).column("status").to_pylist().count("ok") for _, p in self.shards)
+    def count_ok(self, limit: int | None = None, done_shard: Callable[[int], Path | None] | None = None) -> int:
+        """Rows with status "ok" (reads the status column only; a shard complete downstream, `done_shard`,
+        is counted from its output's footer): the progress bar's total."""
+        n = 0
+        for i, p in self.shards:
+            out = done_shard(i) if done_shard is not None else None
+            n += footer_rows(out) if out is not None else \
+                pq.read_table(p, columns=["status"]).column("status").to_pylist().count("ok")
         return n if limit is None else min(n, limit)
+
+    def unchanged_since(self, rec: dict) -> bool:
+        """The same finished input shards as the run recorded in `rec` read, and none in progress upstream."""
+        seen = rec.get("input") or {}
+        return (not self.unfinished and not seen.get("unfinished_input_shards")
+                and seen.get("input_shards") == [i for i, _ in self.shards])
 
     def describe(self) -> dict[str, Any]:
         # no shard list: shards finished upstream later are picked up by a rerun with the same config
@@ -84,13 +101,18 @@ class RowStage:
     input: StageInput
     limit: int | None
     input_stats: Counter
+    done_shard: Callable[[int], Path | None] | None = None  # set by the runner (pipeline/core/runner.py)
 
     def total_hint(self) -> int | None:
-        return self.input.count_ok(self.limit)
+        return self.input.count_ok(self.limit, None if self.limit is not None else self.done_shard)
+
+    def unchanged_since(self, rec: dict) -> bool:
+        return self.input.unchanged_since(rec)
 
     def entries(self) -> Iterator[tuple[int, RowItem | None]]:
         split = getattr(getattr(self, "spec", None), "split", None)
-        for index, item in self.input.ok_items(self.limit, self.input_stats, shard_markers=True):
+        for index, item in self.input.ok_items(self.limit, self.input_stats, shard_markers=True,
+                                               done_shard=self.done_shard):
             if split and item is not None:  # the row names its split, so one worker pool serves every split of a corpus
                 item.row["split"] = split
             yield index, item
@@ -127,6 +149,11 @@ def open_stage_input(path: Path, accept: tuple[str, ...]) -> StageInput:
     rec_path = path / f"_{stage}.run.json"
     record = json.loads(rec_path.read_text()) if rec_path.exists() else {}
     return StageInput(path, stage, shards, unfinished, record)
+
+
+def footer_rows(path: Path) -> int:
+    """A Parquet file's row count, from its footer (no row is read)."""
+    return pq.ParquetFile(path).metadata.num_rows
 
 
 def shard_kind(path: Path) -> str:

@@ -47,9 +47,10 @@ def start_pool(worker_cls, spec, args: PoolArgs):
 
 
 def run_row_stage(stage, out: Path, pool, opts: RunOptions, kept: bool, startup_s: float = 0.0) -> Summary:
-    """`startup_s`: the seconds spent starting `pool` (TTS or codec loading) before this call, counted in the
-    run's `startup_s` and `elapsed_s` as the dialogue stage's engine start is (so `ssvd estimate` counts it)."""
-    if stage.total_hint() == 0:  # not an error: every upstream row was rejected (or none was asked for)
+    """`pool` None: the stage finished before (`if_finished`), nothing is read but its run record. `startup_s`:
+    the seconds spent starting `pool` (TTS or codec loading) before this call, counted in the run's `startup_s`
+    and `elapsed_s` as the dialogue stage's engine start is (so `ssvd estimate` counts it)."""
+    if pool is not None and stage.total_hint() == 0:  # not an error: every upstream row was rejected
         log.warning("%s: 0 rows to process (no \"ok\" row in %d input shard(s)); writing empty shards",
                     stage.input.dir, len(stage.input.shards))
     try:
@@ -59,7 +60,8 @@ def run_row_stage(stage, out: Path, pool, opts: RunOptions, kept: bool, startup_
             pool.shutdown()
     if stage.input.unfinished:
         log.warning("input shards still in progress upstream were left for a later run: %s", stage.input.unfinished)
-    record_input_stats(out, stage)
+    if not summary.noop:  # a no-op read no input row: the recorded input stats stand
+        record_input_stats(out, stage)
     return summary
 
 

@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from pipeline.core.locations import UnsupportedLocation, refuse_url
 from pipeline.core.cli_options import (DIALOGUE_ENGINE_OPTIONS, DIALOGUE_SAMPLING_OPTIONS, RUN_OPTIONS, Out, fail, finish,
                                   run_options, setup, with_options)
 
@@ -32,6 +33,10 @@ def dialogues(
     from pipeline.core.types import INSTRUCTIONS, SOURCES
 
     setup(opts["verbose"])
+    try:  # a hub dataset may be named hf://datasets/ID; any other URL is refused before any work
+        refuse_url(input, "--input", allowed=("hf",))
+    except UnsupportedLocation as e:
+        fail(e)
     instruction = instruction.upper()
     if instruction not in INSTRUCTIONS:
         fail(ValueError(f"unknown --instruction {instruction!r}; valid: {' '.join(INSTRUCTIONS)}"))

@@ -6,13 +6,14 @@ status "rejected" at once (no engine call), so every input row is accounted for.
 from __future__ import annotations
 
 import random
-from dataclasses import asdict, dataclass
-from typing import Any, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
 
 import prompts
 from pipeline.sources.captions import CaptionSource
 from pipeline.dialogue.protocol import DialogueConfig, dialogue_id, dialogue_seed
-from pipeline.sources.sharded import first_records
+from pipeline.sources.sharded import base_name, first_records
 from pipeline.core.types import (
     DIALOGUE_SCHEMA,
     CaptionRejection,
@@ -20,6 +21,7 @@ from pipeline.core.types import (
     ImageRef,
     WorkItem,
     dialogue_to_row,
+    stable_hash,
 )
 
 GENERIC_SHARD_SIZE = 1000
@@ -38,6 +40,8 @@ class DialogueStage:
     count: int = 0  # generic only: number of dialogues
     name: str = "dialogues"
     schema: Any = DIALOGUE_SCHEMA
+    # set by the runner: input shard i -> its complete output shard (skipped unopened), or None
+    done_shard: Callable[[int], Path | None] | None = field(default=None, repr=False, compare=False)
 
     def total_hint(self) -> int | None:
         if self.source is None:
@@ -78,7 +82,7 @@ class DialogueStage:
         if self.source is None:
             yield from self._generic_entries()
             return
-        for shard, rec in first_records(self.source, self.limit):
+        for shard, rec in first_records(self.source, self.limit, self._done if self.done_shard else None):
             if rec is None:  # a shard with no rows (an empty file): its output shard is written empty
                 yield shard, None
                 continue
@@ -87,6 +91,29 @@ class DialogueStage:
                     yield shard, self._rejection_row(shard, rec, replica)
                 else:
                     yield shard, self._item(shard, rec.row, caption=rec, replica=replica)
+
+    def unchanged_since(self, rec: dict) -> bool:
+        """The input is part of the config (the source's files or hub shards): the same config, the same input."""
+        return True
+
+    def _done(self, shard: int) -> tuple[int, Callable[[], Iterator[tuple[str, int]]]] | None:
+        """For `first_records`: a shard complete downstream gave (its rows / replicas) records, one output row
+        each per replica; its records' (caption id, row) are in its output, caption rejections (whose id is
+        the position hash `stable_hash(source, file name, row)`) left out, as `first_records` leaves them."""
+        out = self.done_shard(shard)
+        if out is None:
+            return None
+        import pyarrow.parquet as pq
+
+        base = base_name(self.source.shards[shard].name)
+
+        def ids() -> Iterator[tuple[str, int]]:
+            t = pq.read_table(out, columns=["caption_id", "input_row"])
+            for key, row in zip(t.column("caption_id").to_pylist(), t.column("input_row").to_pylist()):
+                if key and key != stable_hash(self.source.source, base, row):
+                    yield key, row
+
+        return pq.ParquetFile(out).metadata.num_rows // self.replicas, ids
 
     def _generic_entries(self) -> Iterator[tuple[int, WorkItem]]:
         topics = self.topics or prompts.load_topics()

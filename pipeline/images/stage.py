@@ -43,6 +43,9 @@ class ImageStage:
     def total_hint(self) -> int | None:
         return None
 
+    def unchanged_since(self, rec: dict) -> bool:
+        return self.input.unchanged_since(rec)
+
     def _reusable(self) -> dict[str, tuple[Path, int, int]]:
         """id -> (shard, row group, row) of the ok images stored by the other splits."""
         out: dict[str, tuple[Path, int, int]] = {}
@@ -147,6 +150,8 @@ def images(input_dir: Path, out: Path, opts: ImageOptions, *, workers: int = 1, 
                 p.shutdown()
     if inp.unfinished:
         log.warning("input shards still in progress upstream were left for a later run: %s", inp.unfinished)
+    if summary.noop:  # finished before: nothing was read, the recorded input stats and counts stand
+        return summary
     state = RunState(Path(out), "images")
     rec = state.load() or {}
     rec["input"] = {"not_ok_rows": int(stage.input_stats.get("input_not_ok", 0)),

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 from typing import Any, Iterator
 
+from pipeline.core.locations import refuse_url
 from pipeline.sources.hub_load import check_not_script, hub_rows
 from pipeline.sources.input_files import Fingerprint, kind_of, walk_files
 from pipeline.sources.record_files import Row, read_rows
@@ -32,6 +33,7 @@ def resolve_input(input: str, suffixes: tuple[str, ...], what: str, give: str,
     file (one of `suffixes`) or folder (searched recursively, sorted by path; hidden files and folders skipped)
     is local; what looks like a path but is none is an error; anything else is a hub id. A loading-script
     repository is refused before any work. `what` ("caption"), `give` and `example` word the errors."""
+    refuse_url(input, "input", allowed=("hf",))  # s3:// and the like: not yet (pipeline/core/locations.py)
     check_not_script(input)  # google/docci and the like: before any work
     if input.startswith("hub:"):
         return input[4:], []
@@ -95,17 +97,35 @@ class ShardedSource:
             self._prints[index].check(self._files[index], rows_read)
 
 
-def first_records(source: Any, limit: int | None) -> Iterator[tuple[int, Any]]:
+def first_records(source: Any, limit: int | None, done: Any = None) -> Iterator[tuple[int, Any]]:
     """(shard index, record) of a source's first `limit` records (None: all), in shard order.
 
     Works on any source with `shards` and `iter_shard` (captions, benchmarks); a rejection counts as a
     record, since it stands for an input row. A record whose id (a caption's id, a benchmark row's key) was
     already read becomes a `row:duplicate_id` rejection naming the first one: two rows with one id would give
     two dialogues with one id, of which a shard keeps only the last. A shard none of whose rows is read
-    (an empty file) is still named, as (index, None), so it gets its (empty) output shard."""
+    (an empty file) is still named, as (index, None), so it gets its (empty) output shard.
+
+    `done(index)`: for a shard whose work is complete, (records it gave, a reader of its records'
+    (id, row)), else None. Such a shard is named (index, None) and not opened; its ids are read (from the
+    reader, i.e. its output) only when a later shard is read, for the duplicate-id check."""
     seen = 0
     first: dict[int, int] = {}  # 64-bit hash of the id -> shard << 40 | row of its first row (~100 B an id)
+    skipped: list = []  # id readers of the shards skipped since the last shard read
     for shard in source.shards:
+        if limit is not None and seen >= limit:
+            return
+        d = done(shard.index) if done is not None else None
+        if d is not None:  # complete downstream: not opened
+            seen += d[0]
+            skipped.append((shard, d[1]))
+            yield shard.index, None
+            continue
+        for sk, ids in skipped:  # a shard is read after skipped ones: their ids still count as read first
+            for key, row in ids():
+                h = _id_hash(key)
+                first.setdefault(h, sk.index << 40 | row)
+        skipped.clear()
         named = False
         for rec in source.iter_shard(shard.index):
             if limit is not None and seen >= limit:
@@ -117,11 +137,15 @@ def first_records(source: Any, limit: int | None) -> Iterator[tuple[int, Any]]:
             yield shard.index, None
 
 
+def _id_hash(key: str) -> int:
+    return int.from_bytes(hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "big")
+
+
 def _first_of_id(source: Any, shard: InputShard, rec: Any, first: dict[int, int]) -> Any:
     if isinstance(rec, CaptionRejection):
         return rec
     key = getattr(rec, "caption_id", None) or rec.id  # a benchmark Dialogue's key, or a Caption's id
-    h = int.from_bytes(hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "big")
+    h = _id_hash(key)
     row = rec.row if isinstance(rec, Caption) else rec.input_row
     if h not in first:
         first[h] = shard.index << 40 | row
