@@ -11,7 +11,10 @@ Format (every key shown; `defaults`, `generic`, `seed`, `description` are option
         model: mistralai/Mistral-Nemo-Instruct-2407   # or builtin:smollm2, builtin:tiny-mistral
         user_model: null               # optional: one role on another model
         assistant_model: null
-        openai_base_url: null          # engine openai only
+        openai_base_url: null          # engine openai only (docs/openai.md), and its three settings:
+        openai_timeout_s: 300          #   longest wait for one answer
+        openai_retry_s: 600            #   total retry time of one request (transient faults)
+        openai_max_concurrency: 64     #   requests in flight per worker
       speech:
         backend: kyutai                # optional; when set, every voice must use it
         assistant_voice: kyutai:expresso/ex03-ex01_happy_001_channel1_334s.wav   # BACKEND:VOICE
@@ -114,6 +117,9 @@ class DialogueModels:
     user_model: str | None = None
     assistant_model: str | None = None
     openai_base_url: str | None = None
+    openai_timeout_s: float = 300.0
+    openai_retry_s: float = 600.0
+    openai_max_concurrency: int = 64
 
 
 @dataclass(slots=True, frozen=True)
