@@ -122,6 +122,19 @@ class DialogueModels:
     openai_max_concurrency: int = 64
 
 
+# Where and how the openai engine's server is reached: deployment details, like --ray-address. They are not
+# part of the corpus config (another server serving the same model resumes a corpus; the model it serves is
+# in each dialogue stage's config, docs/openai.md). `openai_base_url` stays in the dict, null, so the config
+# hashes of corpora made before it was left out are unchanged.
+DEPLOYMENT_KEYS = ("openai_base_url", "openai_timeout_s", "openai_retry_s", "openai_max_concurrency")
+
+
+def _dialogue_dict(d: "DialogueModels") -> dict[str, Any]:
+    out = {k: v for k, v in dataclasses.asdict(d).items() if k not in DEPLOYMENT_KEYS}
+    out["openai_base_url"] = None
+    return out
+
+
 @dataclass(slots=True, frozen=True)
 class SpeechModels:
     assistant_voice: str
@@ -236,7 +249,7 @@ class Manifest:
             "description": self.description,
             "seed": self.seed,
             "models": {
-                "dialogue": dataclasses.asdict(m.dialogue),
+                "dialogue": _dialogue_dict(m.dialogue),
                 "speech": {"backend": m.speech.backend, "assistant_voice": m.speech.assistant_voice,
                            "user_voices": list(m.speech.user_voices),
                            **{k: getattr(m.speech, k) for k in ("model", "cfg_coef") if getattr(m.speech, k) is not None}},
