@@ -46,13 +46,22 @@ def _resolve(args: EngineArgs) -> tuple[ResolvedModel, ResolvedModel]:
     return user, assistant
 
 
-def _served(args: EngineArgs, user: ResolvedModel, assistant: ResolvedModel) -> dict[str, dict]:
+def _served(args: EngineArgs, user: ResolvedModel, assistant: ResolvedModel, out: Path, name: str,
+            opts: RunOptions) -> dict[str, dict]:
     """openai engine: what the server serves for each role's model (pipeline/dialogue/openai_engine.py:
     `check_server`), asked once here before anything starts: an unreachable server, a refused key or a model
     it does not list stop the run before any row. (Not in each worker: one request instead of one per worker,
-    and the answer must be in the run's config before the run record is begun.)"""
+    and the answer must be in the run's config before the run record is begun.) A run that finished here
+    with these models and has nothing to redo is not asked again: `ssvd run` goes on to speech with the
+    server gone."""
     if args.engine.kind != "openai":
         return {}
+    old = RunState(out, name).load() or {}
+    was = (old.get("config") or {}).get("models") or {}
+    if (old.get("state") == "complete" and not (opts.overwrite or opts.retry_failed)
+            and all((was.get(r) or {}).get("path") == m.path and (was.get(r) or {}).get("served")
+                    for r, m in (("user", user), ("assistant", assistant)))):
+        return {"user": was["user"]["served"], "assistant": was["assistant"]["served"]}
     from pipeline.dialogue.openai_engine import check_server
 
     served = check_server(args.engine, sorted({user.path, assistant.path}))
@@ -110,7 +119,7 @@ def run_dialogue_job(
 ) -> tuple[Summary, DialogueStage]:
     """`kept`: reuse (and keep) its pool when the models and dialogue settings are the same."""
     user, assistant = _resolve(args)
-    served = _served(args, user, assistant)
+    served = _served(args, user, assistant, out, "dialogues", opts)
     models = {role: {**_provenance(m), **({"served": served[role]} if served else {})}
               for role, m in (("user", user), ("assistant", assistant))}
     models["engine"] = args.engine.kind

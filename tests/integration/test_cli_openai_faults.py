@@ -150,4 +150,6 @@ def test_a_resume_must_be_served_the_same_model_from_any_url(server, clean, monk
         assert s.items_run == 0 and s.status["ok"] == LIMIT
         rec = json.loads(record.read_text())
         assert rec["openai_base_urls"] == [server.url, replica.url] and rec["openai_base_url"] == replica.url
+    # finished, nothing to redo: the server is not asked again (`ssvd run` goes on to speech with it gone)
+    assert resume(replica.url).status["ok"] == LIMIT
     assert words(out) == words_before
