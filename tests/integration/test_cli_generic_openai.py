@@ -50,7 +50,7 @@ def openai_server(tiny_mistral):
     proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 240
+    deadline = time.time() + 480  # a loaded 2-core machine takes minutes to start it
     while time.time() < deadline:
         try:
             urllib.request.urlopen(url + "/health", timeout=2)
