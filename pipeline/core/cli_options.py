@@ -22,7 +22,10 @@ UserModel = Annotated[Optional[str], typer.Option("--user-model", help="Model of
 AssistantModel = Annotated[Optional[str], typer.Option("--assistant-model", help="Model of the answering assistant role (default: --model).")]
 Separate = Annotated[bool, typer.Option("--separate-engines", help="Give each role its own engine even when the models are equal.")]
 EngineKind = Annotated[str, typer.Option("--engine", help="vllm (in-process AsyncLLM per worker) or openai (an OpenAI-compatible server).")]
-BaseUrl = Annotated[str, typer.Option("--openai-base-url", help="Server of --engine openai; the key is read from $OPENAI_API_KEY.")]
+BaseUrl = Annotated[str, typer.Option("--openai-base-url", help="Server of --engine openai (its API root, ending in /v1); the key is read from $OPENAI_API_KEY. Asked for its models before the run starts; recorded per run, not part of the config (another server serving the same model may resume the run).")]
+OpenAITimeout = Annotated[float, typer.Option("--openai-timeout-s", min=0.1, help="--engine openai: longest wait for one answer; a request without one is retried (docs/openai.md).")]
+OpenAIRetry = Annotated[float, typer.Option("--openai-retry-s", min=0.0, help="--engine openai: total time one request may spend retrying transient faults (connection lost, timeout, 408/409/425/429/5xx, a malformed answer), with exponential backoff and Retry-After; then its dialogue is recorded failed (--retry-failed runs it again). The default rides out a server restart.")]
+OpenAIConcurrency = Annotated[int, typer.Option("--openai-max-concurrency", min=1, help="--engine openai: requests in flight per worker (per engine).")]
 Workers = Annotated[int, typer.Option("--workers", min=1, help="Ray dialogue workers (one engine each).")]
 Inflight = Annotated[int, typer.Option("--max-inflight", min=1, help="Dialogues in flight per worker.")]
 RayAddress = Annotated[Optional[str], typer.Option("--ray-address", envvar="RAY_ADDRESS", help="Join an existing Ray cluster (default: start a local one).")]
@@ -59,7 +62,8 @@ def _block(**options: tuple) -> tuple[inspect.Parameter, ...]:
 DIALOGUE_ENGINE_OPTIONS = _block(
     seed=(Seed, 0), model=(Model, PRODUCTION_MODEL), user_model=(UserModel, None),
     assistant_model=(AssistantModel, None), separate_engines=(Separate, False), engine=(EngineKind, "vllm"),
-    openai_base_url=(BaseUrl, "http://127.0.0.1:8000/v1"), workers=(Workers, 1), max_inflight=(Inflight, 256),
+    openai_base_url=(BaseUrl, "http://127.0.0.1:8000/v1"), openai_timeout_s=(OpenAITimeout, 300.0),
+    openai_retry_s=(OpenAIRetry, 600.0), openai_max_concurrency=(OpenAIConcurrency, 64), workers=(Workers, 1), max_inflight=(Inflight, 256),
     ray_address=(RayAddress, None), min_pairs=(MinPairs, 8), max_pairs=(MaxPairs, 16))
 # ... then the sampling of each message and the engine's context and device, after the command's other options.
 DIALOGUE_SAMPLING_OPTIONS = _block(

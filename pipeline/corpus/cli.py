@@ -28,6 +28,7 @@ def run(
     """Build every split of a manifest (dialogues -> images of caption splits -> speech -> tokens, or text rows), resumable, with manifest.json provenance."""
     from pipeline.corpus.run import CorpusBusy, CorpusMismatch, RunArgs, run_corpus
     from pipeline.core.disk_space import DiskFull
+    from pipeline.dialogue.engine_api import EngineRefused
     from pipeline.manifest.spec import ManifestError
 
     setup(verbose)
@@ -35,7 +36,7 @@ def run(
         result = run_corpus(manifest, out, RunArgs(only=only, limit=limit, workers=workers, ray_address=ray_address,
                                                    device=device, progress=not no_progress, verbose=verbose,
                                                    images=image_options(allow=allow_address, mirror=image_mirror)))
-    except (ManifestError, CorpusMismatch, CorpusBusy, DiskFull, ValueError, FileNotFoundError) as e:
+    except (ManifestError, CorpusMismatch, CorpusBusy, DiskFull, EngineRefused, ValueError, FileNotFoundError) as e:
         fail(e)
     for s in result.steps:
         d = s.get("summary") or {}

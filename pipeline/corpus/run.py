@@ -24,6 +24,7 @@ from pipeline.corpus import provenance
 from pipeline.corpus.layout import LOCK, MANIFEST_JSON, stage_dir
 from pipeline.corpus.plan import Unit, config_hash, corpus_config, units
 from pipeline.core.disk_space import DiskFull
+from pipeline.dialogue.engine_api import EngineRefused
 from pipeline.manifest.load import load_manifest
 from pipeline.core.runstate import ConfigMismatch, _flatten, diff_keys, write_json_atomic
 
@@ -209,8 +210,8 @@ def _step(steps, u: Unit, phase: str, failed: set[str], out: Path) -> dict[str, 
                 "error": f"an earlier stage of {u.name} failed"}
     try:
         summary = steps.run(u, phase)
-    except DiskFull:
-        raise  # the volume, not this split: every other step would fail the same way; stop with one error
+    except (DiskFull, EngineRefused):
+        raise  # the volume or the LLM server, not this split: every other step would fail the same way; stop with one error
     except (ValueError, FileNotFoundError, RuntimeError, ConfigMismatch) as e:
         if phase != "images":  # nothing downstream reads the images: speech and tokens go on
             failed.add(u.name)

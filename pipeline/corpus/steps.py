@@ -53,7 +53,8 @@ class Steps:
         from pipeline.dialogue.jobs import EngineArgs
 
         d = self.m.models.dialogue
-        eng = EngineOptions(kind=d.engine, device=self.args.device,
+        eng = EngineOptions(kind=d.engine, device=self.args.device, openai_timeout_s=d.openai_timeout_s,
+                            openai_retry_s=d.openai_retry_s, openai_max_concurrency=d.openai_max_concurrency,
                             **({"openai_base_url": d.openai_base_url} if d.openai_base_url else {}))
         return EngineArgs(user_model=d.user_model or d.model, assistant_model=d.assistant_model or d.model,
                           engine=eng, workers=max(1, self.args.workers), ray_address=self.args.ray_address,

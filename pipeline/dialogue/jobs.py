@@ -10,11 +10,11 @@ from pipeline.sources.caption_rows import CaptionOptions
 from pipeline.sources.captions import open_source
 from pipeline.dialogue.stage import DialogueStage
 from pipeline.dialogue.protocol import DialogueConfig
-from pipeline.dialogue.engines import EngineOptions
+from pipeline.dialogue.engine_api import EngineOptions, EngineRefused
 from pipeline.dialogue.models import ResolvedModel, resolve_model
 from pipeline.core.ray_pool import KeptPool
 from pipeline.core.runner import RunOptions, Summary, run_stage
-from pipeline.core.runstate import RunState
+from pipeline.core.runstate import ConfigMismatch, RunState
 
 log = logging.getLogger("ssvd")
 
@@ -46,6 +46,53 @@ def _resolve(args: EngineArgs) -> tuple[ResolvedModel, ResolvedModel]:
     return user, assistant
 
 
+def _served(args: EngineArgs, user: ResolvedModel, assistant: ResolvedModel, out: Path, name: str,
+            opts: RunOptions) -> dict[str, dict]:
+    """openai engine: what the server serves for each role's model (pipeline/dialogue/openai_engine.py:
+    `check_server`), asked once here before anything starts: an unreachable server, a refused key or a model
+    it does not list stop the run before any row. (Not in each worker: one request instead of one per worker,
+    and the answer must be in the run's config before the run record is begun.) A run that finished here
+    with these models and has nothing to redo is not asked again: `ssvd run` goes on to speech with the
+    server gone."""
+    if args.engine.kind != "openai":
+        return {}
+    old = RunState(out, name).load() or {}
+    was = (old.get("config") or {}).get("models") or {}
+    if (old.get("state") == "complete" and not (opts.overwrite or opts.retry_failed)
+            and all((was.get(r) or {}).get("path") == m.path and (was.get(r) or {}).get("served")
+                    for r, m in (("user", user), ("assistant", assistant)))):
+        return {"user": was["user"]["served"], "assistant": was["assistant"]["served"]}
+    from pipeline.dialogue.openai_engine import check_server
+
+    served = check_server(args.engine, sorted({user.path, assistant.path}))
+    return {"user": served[user.path], "assistant": served[assistant.path]}
+
+
+def _check_same_server_model(out: Path, name: str, models: dict, url: str, opts: RunOptions) -> None:
+    """A resume must be served the model the run began with (another URL serving it is fine)."""
+    old = RunState(out, name).load()
+    if not old or opts.overwrite:
+        return
+    for role in ("user", "assistant"):
+        was = ((old.get("config") or {}).get("models") or {}).get(role, {}).get("served")
+        now = models[role].get("served")
+        if was and now and was != now:
+            raise ConfigMismatch(
+                f"{out} holds a {name} run whose {role} role was served {was['root']!r} as {was['id']!r} "
+                f"(context {was.get('max_model_len')}); the server at {url} now serves {now['root']!r} as "
+                f"{now['id']!r} (context {now.get('max_model_len')}). Resume against a server that serves "
+                f"{was['root']!r}, pick another --out, or pass --overwrite to discard the earlier run.")
+
+
+def _note_server(out: Path, name: str, url: str) -> None:
+    """The server this run used, per run (a deployment detail like --ray-address: not part of the config)."""
+    state = RunState(out, name)
+    rec = state.load()
+    if rec and rec.get("config"):
+        urls = list(rec.get("openai_base_urls") or [])
+        state.note(openai_base_url=url, openai_base_urls=urls + [url] * (url not in urls))
+
+
 def _pool_factory(args: EngineArgs, user: ResolvedModel, assistant: ResolvedModel, dcfg: DialogueConfig):
     def make():
         import ray
@@ -72,8 +119,17 @@ def run_dialogue_job(
 ) -> tuple[Summary, DialogueStage]:
     """`kept`: reuse (and keep) its pool when the models and dialogue settings are the same."""
     user, assistant = _resolve(args)
-    models = {"user": _provenance(user), "assistant": _provenance(assistant), "engine": args.engine.kind}
+    served = _served(args, user, assistant, out, "dialogues", opts)
+    models = {role: {**_provenance(m), **({"served": served[role]} if served else {})}
+              for role, m in (("user", user), ("assistant", assistant))}
+    models["engine"] = args.engine.kind
     stage = DialogueStage(dialogue=dcfg, models=models, **stage_kwargs)
+    url = ""
+    if served:
+        from pipeline.dialogue.openai_engine import shown_url
+
+        url = shown_url(args.engine.openai_base_url)
+        _check_same_server_model(out, stage.name, models, url, opts)
     holder: dict = {}
     make = _pool_factory(args, user, assistant, dcfg)
 
@@ -85,7 +141,14 @@ def run_dialogue_job(
         return holder["pool"]
 
     try:
-        summary = run_stage(stage, out, factory, opts)
+        try:
+            summary = run_stage(stage, out, factory, opts)
+        except EngineRefused as e:  # raised in a worker: Ray's error holds the traceback; the message is the point
+            raise EngineRefused(f"{getattr(e, 'cause', None) or e} The run stopped; every dialogue finished so far "
+                                f"is kept.") from None
+        finally:
+            if url:
+                _note_server(out, stage.name, url)
         pool = holder.get("used")
         if pool is not None:  # what the engines ran on (device, batch-invariant mode, cores), and lost workers
             RunState(out, stage.name).note(engines=pool.infos, worker_restarts=getattr(pool, "restarts", 0),

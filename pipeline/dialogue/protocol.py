@@ -18,7 +18,7 @@ import random
 from dataclasses import dataclass, field
 
 import prompts
-from pipeline.dialogue.engines import Completion, Engine, EngineDead, EngineError, Sampling
+from pipeline.dialogue.engine_api import Completion, Engine, EngineDead, EngineError, EngineRefused, Sampling
 from pipeline.dialogue.filters import FilterConfig, check_message, clean_message, trim_to_sentence
 from pipeline.core.types import DEFAULT_COMB_POOL, Dialogue, Turn, WorkItem, stable_hash, stable_int
 
@@ -93,14 +93,17 @@ def role_view(role: str, system: str, forced_start: str, turns: list[Turn]) -> l
 
 
 async def _chat(engine: Engine, msgs: list[dict], sampling: Sampling, cfg: DialogueConfig) -> Completion:
-    for attempt in range(cfg.retries + 1):
+    """The engine's completion, its `EngineError`s tried again `cfg.retries` times; an engine with its own retry
+    policy (`retries_itself`: the openai engine, pipeline/dialogue/openai_engine.py) is asked once."""
+    retries = 0 if getattr(engine, "retries_itself", False) else cfg.retries
+    for attempt in range(retries + 1):
         try:
             c = await engine.chat(msgs, sampling)
             if not c.text and not c.completion_tokens:  # no answer at all (min_tokens >= 1): the engine's fault
                 raise EngineError(f"empty completion (finish reason {c.finish_reason!r})")
             return c
         except EngineError:
-            if attempt == cfg.retries:
+            if attempt == retries:
                 raise
             await asyncio.sleep(cfg.retry_backoff_s * 2**attempt)
     raise AssertionError("unreachable")
@@ -109,7 +112,8 @@ async def _chat(engine: Engine, msgs: list[dict], sampling: Sampling, cfg: Dialo
 async def generate_dialogue(
     item: WorkItem, engines: dict[str, Engine], cfg: DialogueConfig, plan: DialoguePlan | None = None
 ) -> Dialogue:
-    """Run one dialogue to its end; never raises except `EngineDead` (the worker must restart)."""
+    """Run one dialogue to its end; never raises except `EngineDead` (the worker must restart) and
+    `EngineRefused` (the server refuses every request: the run stops)."""
     plan = plan or make_plan(item.instruction, item.seed, cfg)
     caption = item.caption.text if item.caption else None
     options = dict(plan.options)
@@ -165,7 +169,7 @@ async def generate_dialogue(
                     return _end_early(d, k, bad, cfg, what, redrawn)
                 said[role].append(text)
                 d.turns.append(Turn(role, text, instr, c.completion_tokens, c.prompt_tokens, finish))
-    except EngineDead:
+    except (EngineDead, EngineRefused):
         raise
     except Exception as e:  # retries exhausted, or a request the engine refuses
         d.status, d.error = "failed", f"{type(e).__name__}: {e}"[:2000]

@@ -24,7 +24,8 @@ from tts.voices import BACKENDS as TTS_BACKENDS
 
 _TOP_KEYS = ("name", "description", "seed", "models", "defaults", "generic", "splits")
 _MODELS_KEYS = ("dialogue", "speech", "codec", "tokenizer")
-_DIALOGUE_KEYS = ("engine", "model", "user_model", "assistant_model", "openai_base_url")
+_DIALOGUE_KEYS = ("engine", "model", "user_model", "assistant_model", "openai_base_url", "openai_timeout_s",
+                  "openai_retry_s", "openai_max_concurrency")
 _SPEECH_KEYS = ("backend", "assistant_voice", "user_voices", "model", "cfg_coef")
 _DEFAULT_KEYS = tuple(f.name for f in dataclasses.fields(Defaults))
 # How a caption split's input is read (pipeline.sources.caption_rows.CaptionOptions): see pipeline.manifest.spec.
@@ -163,6 +164,14 @@ def _parse_models(value: Any, c: _Checker) -> ModelsConfig | None:
         model = c.text(d.get("model"), "models.dialogue.model") if "model" in d else None
         opt = {k: c.text(d.get(k), f"models.dialogue.{k}", optional=True)
                for k in ("user_model", "assistant_model", "openai_base_url")}
+        if d.get("openai_timeout_s") is not None:
+            opt["openai_timeout_s"] = c.positive(d["openai_timeout_s"], "models.dialogue.openai_timeout_s")
+        if d.get("openai_retry_s") is not None:
+            retry = d["openai_retry_s"]
+            opt["openai_retry_s"] = c.positive(retry, "models.dialogue.openai_retry_s") if retry != 0 else 0.0
+        if d.get("openai_max_concurrency") is not None:
+            opt["openai_max_concurrency"] = c.integer(d["openai_max_concurrency"],
+                                                      "models.dialogue.openai_max_concurrency", minimum=1)
         if engine == "openai" and opt["openai_base_url"] is None:
             c.err("models.dialogue.openai_base_url", "engine 'openai' needs openai_base_url (e.g. http://127.0.0.1:8000/v1)")
         if engine and model:

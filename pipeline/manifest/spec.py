@@ -11,7 +11,10 @@ Format (every key shown; `defaults`, `generic`, `seed`, `description` are option
         model: mistralai/Mistral-Nemo-Instruct-2407   # or builtin:smollm2, builtin:tiny-mistral
         user_model: null               # optional: one role on another model
         assistant_model: null
-        openai_base_url: null          # engine openai only
+        openai_base_url: null          # engine openai only (docs/openai.md), and its three settings:
+        openai_timeout_s: 300          #   longest wait for one answer
+        openai_retry_s: 600            #   total retry time of one request (transient faults)
+        openai_max_concurrency: 64     #   requests in flight per worker
       speech:
         backend: kyutai                # optional; when set, every voice must use it
         assistant_voice: kyutai:expresso/ex03-ex01_happy_001_channel1_334s.wav   # BACKEND:VOICE
@@ -114,6 +117,22 @@ class DialogueModels:
     user_model: str | None = None
     assistant_model: str | None = None
     openai_base_url: str | None = None
+    openai_timeout_s: float = 300.0
+    openai_retry_s: float = 600.0
+    openai_max_concurrency: int = 64
+
+
+# Where and how the openai engine's server is reached: deployment details, like --ray-address. They are not
+# part of the corpus config (another server serving the same model resumes a corpus; the model it serves is
+# in each dialogue stage's config, docs/openai.md). `openai_base_url` stays in the dict, null, so the config
+# hashes of corpora made before it was left out are unchanged.
+DEPLOYMENT_KEYS = ("openai_base_url", "openai_timeout_s", "openai_retry_s", "openai_max_concurrency")
+
+
+def _dialogue_dict(d: "DialogueModels") -> dict[str, Any]:
+    out = {k: v for k, v in dataclasses.asdict(d).items() if k not in DEPLOYMENT_KEYS}
+    out["openai_base_url"] = None
+    return out
 
 
 @dataclass(slots=True, frozen=True)
@@ -230,7 +249,7 @@ class Manifest:
             "description": self.description,
             "seed": self.seed,
             "models": {
-                "dialogue": dataclasses.asdict(m.dialogue),
+                "dialogue": _dialogue_dict(m.dialogue),
                 "speech": {"backend": m.speech.backend, "assistant_voice": m.speech.assistant_voice,
                            "user_voices": list(m.speech.user_voices),
                            **{k: getattr(m.speech, k) for k in ("model", "cfg_coef") if getattr(m.speech, k) is not None}},

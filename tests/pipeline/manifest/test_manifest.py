@@ -181,6 +181,10 @@ def test_resolved_merges_overrides_and_to_dict_round_trips(tmp_path):
         ("limit: 4}", "limit: 0}", "defaults.limit", ["integer >= 1 or null", "got 0"]),
         ("{model: builtin:smollm2}", "{model: builtin:smollm2, engine: tgi}", "models.dialogue.engine",
          ["'tgi'", "valid: vllm, openai"]),
+        ("{model: builtin:smollm2}", "{model: builtin:smollm2, openai_timeout_s: 0}", "models.dialogue.openai_timeout_s",
+         ["positive"]),
+        ("{model: builtin:smollm2}", "{model: builtin:smollm2, openai_max_concurrency: 0}",
+         "models.dialogue.openai_max_concurrency", [">= 1"]),
         ("[espeak:en-us+m3]", "[espeak:en-us+m3, joe]", "models.speech.user_voices[1]",
          ["'joe'", "BACKEND one of piper, espeak, kyutai"]),
         ("{assistant_voice: piper:joe,", "{backend: espeak, assistant_voice: piper:joe,",
@@ -249,6 +253,19 @@ def test_kyutai_model_and_cfg_coef_are_read_and_hashed_only_when_set(tmp_path):
     speech = m.to_dict()["models"]["speech"]
     assert speech["model"] == "builtin:kyutai-tiny" and speech["cfg_coef"] == 3.0
     assert "model" not in plain.to_dict()["models"]["speech"]  # older manifests keep their config hash
+
+
+def test_openai_server_settings_are_read_and_not_part_of_the_corpus_config(tmp_path):
+    f = tmp_path / "m.yaml"
+    f.write_text(GOOD.replace("{model: builtin:smollm2}", "{model: org/m, engine: openai, openai_base_url: 'http://other:2/v1'}"))
+    plain = load_manifest(f)
+    f.write_text(GOOD.replace("{model: builtin:smollm2}", "{model: org/m, engine: openai, openai_base_url: 'http://h:1/v1', "
+                              "openai_timeout_s: 5, openai_retry_s: 0, openai_max_concurrency: 3}"))
+    d = load_manifest(f).models.dialogue
+    assert (d.openai_base_url, d.openai_timeout_s, d.openai_retry_s, d.openai_max_concurrency) == ("http://h:1/v1", 5, 0.0, 3)
+    # another server (or other settings) resumes the corpus: the served model is checked per dialogue stage
+    assert load_manifest(f).to_dict() == plain.to_dict()
+    assert plain.to_dict()["models"]["dialogue"]["openai_base_url"] is None  # the key older hashes have
 
 
 def test_caption_source_options_are_checked(tmp_path):
