@@ -9,6 +9,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.core.stage_jobs import PoolArgs
+from pipeline.speech.jobs import speech as speech_job
+from pipeline.speech.worker import SpeechSpec
 from pipeline.tokens.jobs import tokens as tokens_job
 from pipeline.core.runner import RunOptions
 from pipeline.core.runstate import ConfigMismatch
