@@ -27,6 +27,14 @@ def _device(device: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def engine_sizing(d, args) -> dict:
+    """EngineOptions' sizing keywords: the manifest's models.dialogue, each overridden by its `ssvd run` flag
+    when given (RunArgs: None = the manifest's). max_model_len 0: decided per split from its dialogues."""
+    pick = {k: getattr(args, k, None) if getattr(args, k, None) is not None else getattr(d, k)
+            for k in ("max_model_len", "gpu_memory_utilization", "tensor_parallel_size", "max_num_seqs")}
+    return {k: (v or 0) if k in ("max_model_len", "max_num_seqs") else v for k, v in pick.items()}
+
+
 class Steps:
     def __init__(self, manifest: Manifest, out: Path, args) -> None:
         self.m, self.out, self.args = manifest, Path(out), args
@@ -52,11 +60,37 @@ class Steps:
         from pipeline.dialogue.jobs import EngineArgs
 
         d = self.m.models.dialogue
-        eng = EngineOptions(kind=d.engine, device=self.args.device,
+        eng = EngineOptions(kind=d.engine, device=self.args.device, **engine_sizing(d, self.args),
                             **({"openai_base_url": d.openai_base_url} if d.openai_base_url else {}))
         return EngineArgs(user_model=d.user_model or d.model, assistant_model=d.assistant_model or d.model,
                           engine=eng, workers=max(1, self.args.workers), ray_address=self.args.ray_address,
                           verbose=self.args.verbose)
+
+    def check_engines(self, todo) -> None:
+        """Before any work, when the engines will run on this machine's device (no --ray-address): size every
+        dialogue split's engine(s) from the model's config and refuse one that cannot hold a full dialogue
+        (EngineSizeError). On a joined cluster each worker checks its own GPU before its engine starts."""
+        from pipeline.dialogue.jobs import _resolve, engine_options
+        from pipeline.dialogue.protocol import DialogueConfig
+        from pipeline.dialogue.sizing import check_worker
+
+        args = self._engine_args()
+        if args.engine.kind != "vllm" or self.args.ray_address:
+            return
+        from pipeline.dialogue.models import ModelUnavailable
+
+        try:
+            user, assistant = _resolve(args)
+        except ModelUnavailable:
+            return  # the dialogue step reports it, as before
+        seen = set()
+        for u in todo:
+            if "dialogues" not in u.stages or u.is_benchmark or (u.settings.max_pairs, u.settings.max_new_tokens) in seen:
+                continue
+            seen.add((u.settings.max_pairs, u.settings.max_new_tokens))
+            dcfg = DialogueConfig(max_pairs=u.settings.max_pairs, max_new_tokens=u.settings.max_new_tokens,
+                                  min_pairs=min(u.settings.min_pairs, u.settings.max_pairs))
+            check_worker(user, assistant, engine_options(args, user, assistant, dcfg), args.separate_engines, self.device)
 
     def _dialogues(self, u: Unit, out: Path) -> Summary:
         from pipeline.dialogue import jobs

@@ -12,6 +12,11 @@ Format (every key shown; `defaults`, `generic`, `seed`, `description` are option
         user_model: null               # optional: one role on another model
         assistant_model: null
         openai_base_url: null          # engine openai only
+        # engine sizing (vllm; how the engines run, not what they make: not part of the corpus config hash)
+        max_model_len: null            # context per engine; null: one full dialogue's (docs/gpu.md: 6144 for 16 x 150)
+        gpu_memory_utilization: 0.9    # of each GPU, shared by the engines on it (two models: 0.45 each)
+        tensor_parallel_size: 1        # GPUs per engine (one worker takes that many)
+        max_num_seqs: null             # sequences an engine batches at once; null: vLLM's default
       speech:
         backend: kyutai                # optional; when set, every voice must use it
         assistant_voice: kyutai:expresso/ex03-ex01_happy_001_channel1_334s.wav   # BACKEND:VOICE
@@ -114,6 +119,21 @@ class DialogueModels:
     user_model: str | None = None
     assistant_model: str | None = None
     openai_base_url: str | None = None
+    max_model_len: int | None = None  # None: one full dialogue's context (pipeline.dialogue.sizing.dialogue_tokens)
+    gpu_memory_utilization: float = 0.9
+    tensor_parallel_size: int = 1
+    max_num_seqs: int | None = None  # None: vLLM's default
+
+    def identity(self) -> dict[str, Any]:
+        """What the dialogues are made with (hashed): the engine sizing keys left out, so that a corpus can be
+        resumed on other GPUs."""
+        return {k: getattr(self, k) for k in ("model", "engine", "user_model", "assistant_model", "openai_base_url")}
+
+    def sizing(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in SIZING_KEYS}
+
+
+SIZING_KEYS: tuple[str, ...] = ("max_model_len", "gpu_memory_utilization", "tensor_parallel_size", "max_num_seqs")
 
 
 @dataclass(slots=True, frozen=True)
@@ -230,7 +250,7 @@ class Manifest:
             "description": self.description,
             "seed": self.seed,
             "models": {
-                "dialogue": dataclasses.asdict(m.dialogue),
+                "dialogue": m.dialogue.identity(),
                 "speech": {"backend": m.speech.backend, "assistant_voice": m.speech.assistant_voice,
                            "user_voices": list(m.speech.user_voices),
                            **{k: getattr(m.speech, k) for k in ("model", "cfg_coef") if getattr(m.speech, k) is not None}},

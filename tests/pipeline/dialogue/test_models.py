@@ -206,8 +206,8 @@ def test_fingerprints_follow_the_files_and_tell_models_apart(tiny, smol, tmp_pat
     seen.add(resolve_model(str(copy)).fingerprint)
     assert len(seen) == 4, seen
     # files over the big-file limit are fingerprinted by size, head and tail: a change in either shows
-    monkeypatch.setattr(bm, "_BIG_FILE", 1 << 10)
-    monkeypatch.setattr(bm, "_SAMPLE", 1 << 8)
+    monkeypatch.setattr(mc, "_BIG_FILE", 1 << 10)
+    monkeypatch.setattr(mc, "_SAMPLE", 1 << 8)
     weights = copy / "model.safetensors"
     big = {mc.fingerprint_dir(copy)}
     data = bytearray(weights.read_bytes())
