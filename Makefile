@@ -12,7 +12,7 @@ BENCH_ARGS ?=
 VLLM_VERSION := 0.32.0
 RAY_VERSION := 2.60.0
 
-.PHONY: install demo test test-full storm bench bench-speech bench-loader bench-images clean
+.PHONY: install demo test test-full storm bench bench-speech bench-loader bench-images gpu-check clean
 
 install: $(STAMP)
 
@@ -111,6 +111,16 @@ bench-loader: install
 # workers, over the same generated JPEGs served on 127.0.0.1 (last line: JSON; docs/images.md).
 bench-images: install
 	$(PY) bench/images_throughput.py $(BENCH_ARGS)
+
+# The first GPU run (docs/gpu.md): the GPU tests that need no download (tests/gpu; Nemo's full dialogue benchmark
+# is `make bench BENCH_ARGS="--model builtin:nemo-shape"`), then bench/gpu_check.py's short measurements (dialogue
+# throughput on builtin:nemo-shape, Mimi encode, TTS at batch 1 and batched, one training step with checkpointing):
+# its last line is one JSON line of figures for docs/throughput.md. Under 8 minutes on one GPU (each part under a
+# timeout), no network; the environment must be installed first (`make install`, which needs the network).
+gpu-check:
+	@test -n "$(wildcard $(VENV)/.installed-*)" || { echo "gpu-check: install first with 'make install' (needs the network), on this GPU machine"; exit 2; }
+	HF_HUB_OFFLINE=1 timeout 180 $(PY) -m pytest -q -x -m gpu tests/gpu -k "not nemo" $(PYTEST_ARGS)
+	HF_HUB_OFFLINE=1 timeout 300 $(PY) bench/gpu_check.py $(BENCH_ARGS)
 
 clean:
 	rm -rf demo-out .pytest_cache
