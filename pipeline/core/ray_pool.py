@@ -249,6 +249,20 @@ def _located(worker_cls: type) -> type:
     return Located
 
 
+class NotEnoughGpus(ValueError):
+    """More GPU workers than the cluster has GPUs: Ray would keep them waiting for a GPU forever."""
+
+
+def check_gpu_workers(what: str, workers: int, gpus_per_worker: float, cluster_gpus: float) -> None:
+    """Refuse, before any actor is created, more GPU workers than the Ray cluster's GPUs can hold."""
+    if gpus_per_worker > 0 and workers * gpus_per_worker > cluster_gpus:
+        fit = int(cluster_gpus // gpus_per_worker)
+        raise NotEnoughGpus(f"{workers} {what} workers x {gpus_per_worker:g} GPU each need {workers * gpus_per_worker:g} "
+                            f"GPUs; the Ray cluster has {cluster_gpus:g}: they would wait for GPUs forever. Use "
+                            f"--workers {fit} or fewer{' (or a smaller --tensor-parallel-size)' if gpus_per_worker > 1 else ''}, "
+                            "or add GPU nodes (`ssvd plan` shows the pools first)")
+
+
 class WorkerStartError(RuntimeError):
     """A worker's constructor raised (an engine that does not fit, a model vLLM refuses, a bad setting): the
     same error would come back from every restart, so the run ends with it, once."""

@@ -25,8 +25,7 @@ from pipeline.corpus import provenance
 from pipeline.corpus.layout import LOCK, MANIFEST_JSON, stage_dir
 from pipeline.corpus.plan import Unit, config_hash, corpus_config, units
 from pipeline.core.disk_space import DiskFull
-from pipeline.core.ray_pool import WorkerStartError
-from pipeline.dialogue.jobs import NotEnoughGpus
+from pipeline.core.ray_pool import NotEnoughGpus, WorkerStartError
 from pipeline.manifest.load import load_manifest
 from pipeline.core.runstate import ConfigMismatch, _flatten, diff_keys, write_json_atomic
 

@@ -19,9 +19,18 @@ def _options(stage: str, progress: bool) -> RunOptions:
     return RunOptions(max_inflight=8, chunk_size=4, flush_rows=8, progress=progress)
 
 
-def _device(device: str) -> str:
+def _device(device: str, ray_address: str | None = None, verbose: bool = False) -> str:
+    """The speech and token workers' device. `auto`: on a joined Ray cluster (--ray-address) whether the cluster
+    has GPUs, as the dialogue stage decides (the driver node may have none); on this machine, its own GPU."""
     if device != "auto":
         return device
+    if ray_address:
+        import ray
+
+        from pipeline.core.ray_pool import init_ray
+
+        init_ray(ray_address, verbose=verbose)
+        return "cuda" if ray.cluster_resources().get("GPU", 0) > 0 else "cpu"
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
@@ -38,7 +47,7 @@ def engine_sizing(d, args) -> dict:
 class Steps:
     def __init__(self, manifest: Manifest, out: Path, args) -> None:
         self.m, self.out, self.args = manifest, Path(out), args
-        self.device = _device(args.device)
+        self.device = _device(args.device, args.ray_address, args.verbose)
         self.kept = {"dialogues": KeptPool(), "images": KeptPool(), "speech": KeptPool(), "tokens": KeptPool()}
 
     def close_pools(self) -> None:

@@ -13,7 +13,7 @@ from pipeline.dialogue.protocol import DialogueConfig
 from pipeline.dialogue.engines import EngineOptions
 from pipeline.dialogue.models import ResolvedModel, resolve_model
 from pipeline.dialogue.sizing import context_length
-from pipeline.core.ray_pool import KeptPool
+from pipeline.core.ray_pool import KeptPool, check_gpu_workers
 from pipeline.core.runner import RunOptions, Summary, run_stage
 from pipeline.core.runstate import RunState
 
@@ -59,7 +59,7 @@ def _pool_factory(args: EngineArgs, user: ResolvedModel, assistant: ResolvedMode
         if gpus is None:  # a worker's engine(s) take tensor_parallel_size GPUs (vLLM splits the model over them)
             on_gpu = ray.cluster_resources().get("GPU", 0) > 0 and args.engine.kind == "vllm"
             gpus = float(args.engine.tensor_parallel_size) if on_gpu else 0.0
-        check_gpu_workers(args.workers, gpus, ray.cluster_resources().get("GPU", 0))
+        check_gpu_workers("dialogue", args.workers, gpus, ray.cluster_resources().get("GPU", 0))
         spec = WorkerSpec(user, assistant, engine_options(args, user, assistant, dcfg), dcfg, args.separate_engines)
         pool = RayPool(spec, args.workers, gpus_per_worker=gpus, worker_cls=DialogueWorker)
         for info in pool.infos:
@@ -74,17 +74,6 @@ def engine_options(args: EngineArgs, user: ResolvedModel, assistant: ResolvedMod
     (pipeline.dialogue.sizing.context_length)."""
     return replace(args.engine, max_model_len=context_length(args.engine, (user, assistant), dcfg.max_pairs,
                                                              dcfg.max_new_tokens))
-
-
-class NotEnoughGpus(ValueError):
-    """More GPU workers than the cluster has GPUs: they would wait for a GPU forever."""
-
-
-def check_gpu_workers(workers: int, gpus_per_worker: float, cluster_gpus: float) -> None:
-    if gpus_per_worker > 0 and workers * gpus_per_worker > cluster_gpus:
-        raise NotEnoughGpus(f"{workers} dialogue workers x {gpus_per_worker:g} GPU each need {workers * gpus_per_worker:g} "
-                            f"GPUs; the Ray cluster has {cluster_gpus:g}. Use --workers {int(cluster_gpus // gpus_per_worker)} "
-                            "or fewer (or a smaller --tensor-parallel-size), or add GPU nodes")
 
 
 def run_dialogue_job(
