@@ -127,14 +127,13 @@ def plan(m: Manifest, cluster: Cluster, *, workers: int = 1, device: str = "auto
 
 def _dialogues(m: Manifest, cluster: Cluster, todo, workers: int, on_gpu: bool, sizing: dict,
                configs: dict[str, dict], separate: bool, problems: list[str]) -> dict[str, Any]:
+    from types import SimpleNamespace
+
+    from pipeline.corpus.steps import engine_sizing
     from pipeline.dialogue.engines import EngineOptions
 
     d = m.models.dialogue
-    pick = {k: sizing.get(k) if sizing.get(k) is not None else getattr(d, k) for k in
-            ("max_model_len", "gpu_memory_utilization", "tensor_parallel_size", "max_num_seqs")}
-    opts = EngineOptions(kind=d.engine, max_model_len=pick["max_model_len"] or 0,
-                         gpu_memory_utilization=pick["gpu_memory_utilization"],
-                         tensor_parallel_size=pick["tensor_parallel_size"], max_num_seqs=pick["max_num_seqs"] or 0)
+    opts = EngineOptions(kind=d.engine, **engine_sizing(d, SimpleNamespace(**sizing)))  # as `ssvd run` does
     tp = opts.tensor_parallel_size
     user, assistant = _model(d.user_model or d.model, configs), _model(d.assistant_model or d.model, configs)
     n_engines = engines_in_worker(user.name, assistant.name, separate)
