@@ -40,14 +40,15 @@ def _timed(results: dict, name: str, fn, *args) -> None:
     print(f"{name}: {json.dumps(results[name])}", file=sys.stderr, flush=True)
 
 
-def dialogue(requests: int, prompt_tokens: int, new_tokens: int) -> dict:
+def dialogue(requests: int, prompt_tokens: int, new_tokens: int, model_name: str = "builtin:nemo-shape",
+             device: str = "cuda") -> dict:
     from pipeline.dialogue.engines import EngineOptions, Sampling, VllmEngine
     from pipeline.dialogue.models import resolve_model
     from pipeline.dialogue.sizing import check_worker, dialogue_tokens
 
-    model = resolve_model("builtin:nemo-shape")
-    opts = EngineOptions(device="cuda", max_model_len=dialogue_tokens())
-    [size] = check_worker(model, model, opts, False, "cuda")
+    model = resolve_model(model_name)
+    opts = EngineOptions(device=device, max_model_len=dialogue_tokens())
+    [size] = check_worker(model, model, opts, False, device)
     t0 = time.monotonic()
     engine = VllmEngine.create(model, opts)
     start_s = time.monotonic() - t0
@@ -72,7 +73,7 @@ def dialogue(requests: int, prompt_tokens: int, new_tokens: int) -> dict:
     finally:
         engine.close()
     gen = sum(c.completion_tokens for c in out)
-    return {"model": "builtin:nemo-shape", "engine_start_s": round(start_s, 1), "requests": requests,
+    return {"model": model_name, "engine_start_s": round(start_s, 1), "requests": requests,
             "prompt_tokens_mean": round(sum(c.prompt_tokens for c in out) / len(out)), "generated_tokens": gen,
             "tokens_per_s": round(gen / secs, 1), "max_model_len": opts.max_model_len,
             "kv_tokens_estimated": size.kv_tokens, "kv_tokens_vllm": kv_vllm,
@@ -183,7 +184,10 @@ def main() -> None:
     a = ap.parse_args()
     if a.smoke_cpu:
         results: dict = {"device": "cpu (smoke)"}
-        for name, args in (("mimi", (1, 1.0, "cpu")), ("tts", (2, "cpu")), ("train", (1, 24, "cpu"))):
+        smoke = {"mimi": (1, 1.0, "cpu"), "tts": (2, "cpu"), "train": (1, 24, "cpu"),
+                 "dialogue": (2, 60, 8, "builtin:tiny-mistral", "cpu")}
+        for name in a.only or ["mimi", "tts", "train", "dialogue"]:
+            args = smoke[name]
             _timed(results, name, globals()[name], *args)
         print(json.dumps(results), flush=True)
         return
