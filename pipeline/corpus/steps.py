@@ -83,8 +83,9 @@ class Steps:
         from pipeline.dialogue.protocol import DialogueConfig
         from pipeline.dialogue.sizing import check_worker
 
+        todo = [u for u in todo if "dialogues" in u.stages and not u.is_benchmark]
         args = self._engine_args()
-        if args.engine.kind != "vllm" or self.args.ray_address:
+        if not todo or args.engine.kind != "vllm" or self.args.ray_address:
             return
         from pipeline.dialogue.models import ModelUnavailable
 
@@ -94,7 +95,7 @@ class Steps:
             return  # the dialogue step reports it, as before
         seen = set()
         for u in todo:
-            if "dialogues" not in u.stages or u.is_benchmark or (u.settings.max_pairs, u.settings.max_new_tokens) in seen:
+            if (u.settings.max_pairs, u.settings.max_new_tokens) in seen:
                 continue
             seen.add((u.settings.max_pairs, u.settings.max_new_tokens))
             dcfg = DialogueConfig(max_pairs=u.settings.max_pairs, max_new_tokens=u.settings.max_new_tokens,
