@@ -127,3 +127,21 @@ def test_constructor_error_ends_the_pool_once_without_restarts():
         assert "Fix: this." in str(e.value)
     finally:
         ray.shutdown()
+
+
+def test_ssvd_run_refuses_an_engine_that_cannot_hold_a_dialogue_before_any_work(tmp_path, tiny_mistral, monkeypatch):
+    """`ssvd run` sizes the engines before any engine starts (here on the CPU: a KV-cache space of 1 MiB holds
+    2048 tokens of tiny-mistral, the context asked for is 8192) and exits 2 with the numbers, writing nothing."""
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    repo = Path(__file__).resolve().parents[3]
+    text = (repo / "tests/fixtures/manifests/tiny.yaml").read_text().replace("builtin:smollm2", "builtin:tiny-mistral")
+    (tmp_path / "m.yaml").write_text(text.replace("input: tests/", f"input: {repo}/tests/"))
+    monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "0.001")
+    r = CliRunner().invoke(app, ["run", str(tmp_path / "m.yaml"), "--out", str(tmp_path / "out"), "--no-progress",
+                                 "--device", "cpu", "--max-model-len", "8192", "--only", "docci-prop"])
+    assert r.exit_code == 2, r.output
+    assert "cannot hold one full dialogue: max_model_len 8192" in r.output and "VLLM_CPU_KVCACHE_SPACE" in r.output
+    assert not (tmp_path / "out").exists()
