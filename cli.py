@@ -15,7 +15,7 @@ import typer
 from pipeline.speech.cli import speech
 from pipeline.tokens.cli import tokens
 from pipeline.core.cli_options import Limit, NoProgress, Out, fail, refuse_urls
-from pipeline.corpus.cli import estimate, preview, report, run, status, verify
+from pipeline.corpus.cli import estimate, plan, preview, report, run, status, verify
 from pipeline.dialogue.cli import dialogues, generic
 from pipeline.images.cli import images
 from trainer.cli import export_adapters, train
@@ -94,7 +94,7 @@ def show(
         fail(KeyError(f"no record with id {id} in {path}"))
 
 
-for _command in (run, status, estimate, verify, preview, report, train, export_adapters):
+for _command in (run, plan, status, estimate, verify, preview, report, train, export_adapters):
     app.command()(_command)
 
 

@@ -15,6 +15,7 @@ import hashlib
 import json
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -191,6 +192,11 @@ def train(cfg: TrainConfig, data_dir: Path, run_dir: Path, *, resume: bool = Fal
     missing = resolve_missing_images(cfg)
     data_cfg = dataclasses.replace(cfg.data, missing_images=missing)
 
+    from trainer.memory import check_before_training
+
+    est = check_before_training(cfg, d.world, device)  # before any weight is loaded: refuse what cannot fit
+    if d.main:
+        print(est.line() + ("" if device.type == "cuda" else " (not checked: no GPU)"), file=sys.stderr)
     model = build_model(cfg.model, device=str(device))
     params = [p for p in model.adapter_parameters()]
     _check_frozen(model, params)

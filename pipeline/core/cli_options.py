@@ -40,7 +40,10 @@ OnLength = Annotated[str, typer.Option("--on-length", help="A message cut by --m
 RepPenalty = Annotated[Optional[float], typer.Option("--repetition-penalty", min=0.01, help="vLLM repetition penalty for every message (1.0: none). Default: the model's own, 1.0 (plain sampling, as Kyutai's released generator) for every model but builtin:smollm2 (1.1: without it the 135M model loops and copies earlier turns). Recorded in the run's config.")]
 Redraws = Annotated[int, typer.Option("--redraws", min=0, help="A message a filter rejects (empty, repeated, caption leak, over the token limit) is sampled again with a new seed up to N times; each redraw is listed in the row's note. 0: the first bad message ends the dialogue.")]
 Temperature = Annotated[float, typer.Option("--temperature", help="Sampling temperature.")]
-MaxLen = Annotated[int, typer.Option("--max-model-len", help="Engine context length (0: model default).")]
+MaxLen = Annotated[int, typer.Option("--max-model-len", min=0, help="Engine context length (0: one full dialogue's, from --max-pairs and --max-new-tokens; docs/gpu.md).")]
+GpuMemory = Annotated[Optional[float], typer.Option("--gpu-memory-utilization", min=0.01, max=1.0, help="Fraction of each GPU's memory for its engines, shared by the engines on it (two models or --separate-engines: half each). Default 0.9 (ssvd run: the manifest's).")]
+TensorParallel = Annotated[Optional[int], typer.Option("--tensor-parallel-size", min=1, help="GPUs per engine (a worker takes that many). Default 1 (ssvd run: the manifest's).")]
+MaxSeqs = Annotated[Optional[int], typer.Option("--max-num-seqs", min=1, help="Sequences an engine batches at once. Default: vLLM's (ssvd run: the manifest's).")]
 Device = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
 NoProgress = Annotated[bool, typer.Option("--no-progress", help="No progress bar.")]
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Show engine and Ray logs.")]
@@ -68,7 +71,8 @@ DIALOGUE_ENGINE_OPTIONS = _block(
 # ... then the sampling of each message and the engine's context and device, after the command's other options.
 DIALOGUE_SAMPLING_OPTIONS = _block(
     temperature=(Temperature, 0.7), max_new_tokens=(MaxNew, 150), on_length=(OnLength, "trim"), redraws=(Redraws, 3),
-    repetition_penalty=(RepPenalty, None), max_model_len=(MaxLen, 0), device=(Device, "auto"))
+    repetition_penalty=(RepPenalty, None), max_model_len=(MaxLen, 0), gpu_memory_utilization=(GpuMemory, None),
+    tensor_parallel_size=(TensorParallel, None), max_num_seqs=(MaxSeqs, None), device=(Device, "auto"))
 # The last options of every stage command (dialogues, generic, speech, tokens).
 RUN_OPTIONS = _block(overwrite=(Overwrite, False), retry_failed=(RetryFailed, False), no_progress=(NoProgress, False),
                      verbose=(Verbose, False))

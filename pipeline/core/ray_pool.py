@@ -103,6 +103,7 @@ class RayPool:
                 except Exception as e:
                     if not _is_engine_death(e):
                         raise
+                    _raise_if_start_error(w, e, self)
                     self._restart(w, e)
                     self._new_infos.pop(w, None)
 
@@ -177,6 +178,7 @@ class RayPool:
             except Exception as e:  # the actor died or its engine did (or its node): restart it, resend the chunk
                 if not _is_engine_death(e):
                     raise
+                _raise_if_start_error(w, e, self)
                 if self.actors[w] is actor:  # not yet restarted by another of its failed chunks
                     self._restart(w, e)
                 self.resent += len(items)
@@ -245,6 +247,48 @@ def _located(worker_cls: type) -> type:
     Located.__name__, Located.__qualname__ = worker_cls.__name__, worker_cls.__qualname__
     Located.__doc__ = worker_cls.__doc__
     return Located
+
+
+class NotEnoughGpus(ValueError):
+    """More GPU workers than the cluster has GPUs: Ray would keep them waiting for a GPU forever."""
+
+
+def check_gpu_workers(what: str, workers: int, gpus_per_worker: float, cluster_gpus: float) -> None:
+    """Refuse, before any actor is created, more GPU workers than the Ray cluster's GPUs can hold."""
+    if gpus_per_worker > 0 and workers * gpus_per_worker > cluster_gpus:
+        fit = int(cluster_gpus // gpus_per_worker)
+        raise NotEnoughGpus(f"{workers} {what} workers x {gpus_per_worker:g} GPU each need {workers * gpus_per_worker:g} "
+                            f"GPUs; the Ray cluster has {cluster_gpus:g}: they would wait for GPUs forever. Use "
+                            f"--workers {fit} or fewer{' (or a smaller --tensor-parallel-size)' if gpus_per_worker > 1 else ''}, "
+                            "or add GPU nodes (`ssvd plan` shows the pools first)")
+
+
+class WorkerStartError(RuntimeError):
+    """A worker's constructor raised (an engine that does not fit, a model vLLM refuses, a bad setting): the
+    same error would come back from every restart, so the run ends with it, once."""
+
+
+def start_error(e: Exception) -> str | None:
+    """The constructor's own error when `e` says an actor's __init__ raised (Ray's ActorDiedError with
+    `actor_init_failed`, ray/exceptions.py), else None. The last line of the remote traceback that names an
+    exception is kept, with what follows it (a multi-line message)."""
+    if not getattr(e, "actor_init_failed", False):
+        return None
+    text = str(e)
+    lines = text.splitlines()
+    for i in range(len(lines) - 1, -1, -1):
+        head = lines[i].split(":", 1)[0].strip()
+        if head and " " not in head and (head.endswith(("Error", "Exception", "Unavailable")) or "." in head):
+            return "\n".join(lines[i:]).strip()
+    return text.strip()
+
+
+def _raise_if_start_error(w: int, e: Exception, pool: "RayPool") -> None:
+    cause = start_error(e)
+    if cause is None:
+        return
+    pool.shutdown()
+    raise WorkerStartError(f"worker {w} could not start (a configuration error; not restarted): {cause}") from None
 
 
 def _is_engine_death(e: Exception) -> bool:

@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from pipeline.core.ray_pool import KeptPool, LocalPool, RayPool, init_ray
+from pipeline.core.ray_pool import KeptPool, LocalPool, RayPool, check_gpu_workers, init_ray
 from pipeline.core.runner import RunOptions, Summary, finished_before, run_stage
 from pipeline.core.runstate import RunState, write_json_atomic
 
@@ -38,6 +38,10 @@ def start_pool(worker_cls, spec, args: PoolArgs):
     if args.workers == 0:
         return LocalPool(worker_cls(spec))
     init_ray(args.ray_address, verbose=args.verbose)
+    import ray
+
+    check_gpu_workers(getattr(worker_cls, "__name__", "stage"), args.workers, args.gpus_per_worker,
+                      ray.cluster_resources().get("GPU", 0))
     # CPU-bound workers: one call at a time per actor; the driver keeps a few chunks queued per worker.
     pool = RayPool(spec, args.workers, args.gpus_per_worker, max_concurrency=1, worker_cls=worker_cls,
                    cpus_per_worker=args.cpus_per_worker)

@@ -8,7 +8,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from pipeline.core.cli_options import CorpusDir, NoProgress, RayAddress, Verbose, fail, setup
+from pipeline.core.cli_options import (CorpusDir, GpuMemory, MaxSeqs, NoProgress, RayAddress, TensorParallel, Verbose,
+                                       fail, setup)
 from pipeline.images.cli import AllowAddress, Mirror, options as image_options
 
 
@@ -20,6 +21,10 @@ def run(
     workers: Annotated[int, typer.Option("--workers", min=0, help="Ray workers per stage (one engine each for dialogues); 0 runs speech/tokens in-process.")] = 1,
     ray_address: RayAddress = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda (engines, TTS, codec).")] = "auto",
+    max_model_len: Annotated[Optional[int], typer.Option("--max-model-len", min=1, help="Engine context length (default: the manifest's models.dialogue.max_model_len, else one full dialogue's: docs/gpu.md).")] = None,
+    gpu_memory_utilization: GpuMemory = None,
+    tensor_parallel_size: TensorParallel = None,
+    max_num_seqs: MaxSeqs = None,
     allow_address: AllowAddress = None,
     image_mirror: Mirror = None,
     no_progress: NoProgress = False,
@@ -28,6 +33,7 @@ def run(
     """Build every split of a manifest (dialogues -> images of caption splits -> speech -> tokens, or text rows), resumable, with manifest.json provenance."""
     from pipeline.corpus.run import CorpusBusy, CorpusMismatch, RunArgs, run_corpus
     from pipeline.core.disk_space import DiskFull
+    from pipeline.core.ray_pool import WorkerStartError
     from pipeline.dialogue.engine_api import EngineRefused
     from pipeline.manifest.spec import ManifestError
 
@@ -35,8 +41,10 @@ def run(
     try:
         result = run_corpus(manifest, out, RunArgs(only=only, limit=limit, workers=workers, ray_address=ray_address,
                                                    device=device, progress=not no_progress, verbose=verbose,
-                                                   images=image_options(allow=allow_address, mirror=image_mirror)))
-    except (ManifestError, CorpusMismatch, CorpusBusy, DiskFull, EngineRefused, ValueError, FileNotFoundError) as e:
+                                                   images=image_options(allow=allow_address, mirror=image_mirror),
+                                                   max_model_len=max_model_len, gpu_memory_utilization=gpu_memory_utilization,
+                                                   tensor_parallel_size=tensor_parallel_size, max_num_seqs=max_num_seqs))
+    except (ManifestError, CorpusMismatch, CorpusBusy, DiskFull, WorkerStartError, EngineRefused, ValueError, FileNotFoundError) as e:
         fail(e)
     for s in result.steps:
         d = s.get("summary") or {}
@@ -51,6 +59,45 @@ def run(
                            "steps": len(result.steps)}))
     if not result.ok:
         raise typer.Exit(1)
+
+
+def plan(
+    manifest: Annotated[Path, typer.Argument(help="Corpus manifest YAML (as for `ssvd run`).")],
+    nodes: Annotated[int, typer.Option("--nodes", min=1, help="Described cluster: nodes.")] = 1,
+    gpus_per_node: Annotated[int, typer.Option("--gpus-per-node", min=0, help="Described cluster: GPUs per node (0: CPU only).")] = 0,
+    gpu_memory_gib: Annotated[Optional[float], typer.Option("--gpu-memory-gib", min=0.0, help="Memory of one GPU in GiB (e.g. 80 for H100-80GB; 40 for A100-40GB); needed for --ray-address too.")] = None,
+    cpus_per_node: Annotated[float, typer.Option("--cpus-per-node", min=1, help="Described cluster: CPUs per node.")] = 16,
+    ray_address: Annotated[Optional[str], typer.Option("--ray-address", help="Plan for this live Ray cluster instead (its alive nodes' CPUs and GPUs); starts no worker.")] = None,
+    workers: Annotated[int, typer.Option("--workers", min=0, help="As `ssvd run --workers`.")] = 1,
+    device: Annotated[str, typer.Option("--device", help="As `ssvd run --device`: auto, cpu or cuda.")] = "auto",
+    max_model_len: Annotated[Optional[int], typer.Option("--max-model-len", min=1, help="As `ssvd run --max-model-len`.")] = None,
+    gpu_memory_utilization: GpuMemory = None,
+    tensor_parallel_size: TensorParallel = None,
+    separate_engines: Annotated[bool, typer.Option("--separate-engines", help="Plan two engines per worker even for one model.")] = False,
+    model_config: Annotated[Optional[list[str]], typer.Option("--model-config", help="MODEL=PATH: size MODEL's engine with this config.json (a hub model not in the local Hugging Face cache). Repeatable.")] = None,
+) -> None:
+    """Without starting anything: the pools `ssvd run` would start on a cluster (workers, GPUs/CPUs each, nodes, engines per GPU, max_model_len, KV-cache tokens and dialogues at once per engine, TTS and codec devices); exit 2 naming what cannot run."""
+    from pipeline.corpus.pools import described, format_plan, live, plan as make_plan, read_model_configs
+    from pipeline.manifest.load import load_manifest
+    from pipeline.manifest.spec import ManifestError
+
+    setup(False)
+    if device not in ("auto", "cpu", "cuda"):
+        fail(ValueError(f"--device {device!r}: choose auto, cpu or cuda"))
+    try:
+        m = load_manifest(manifest)
+        cluster = live(ray_address, gpu_memory_gib) if ray_address else \
+            described(nodes, gpus_per_node, gpu_memory_gib or 0.0, cpus_per_node)
+        p = make_plan(m, cluster, workers=workers, device=device, separate_engines=separate_engines,
+                      model_configs=read_model_configs(model_config),
+                      sizing={"max_model_len": max_model_len, "gpu_memory_utilization": gpu_memory_utilization,
+                              "tensor_parallel_size": tensor_parallel_size})
+    except (ManifestError, ValueError, FileNotFoundError, RuntimeError) as e:
+        fail(e)
+    typer.echo(format_plan(p), err=True)
+    typer.echo(json.dumps(p))
+    if not p["ok"]:
+        raise typer.Exit(2)
 
 
 def status(

@@ -24,6 +24,7 @@ from pipeline.corpus import provenance
 from pipeline.corpus.layout import LOCK, MANIFEST_JSON, stage_dir
 from pipeline.corpus.plan import Unit, config_hash, corpus_config, units
 from pipeline.core.disk_space import DiskFull
+from pipeline.core.ray_pool import NotEnoughGpus, WorkerStartError
 from pipeline.dialogue.engine_api import EngineRefused
 from pipeline.manifest.load import load_manifest
 from pipeline.core.runstate import ConfigMismatch, _flatten, diff_keys, write_json_atomic
@@ -54,6 +55,11 @@ class RunArgs:
     progress: bool = True
     verbose: bool = False
     images: Any = None  # pipeline.images.schema.ImageOptions (allow-list, mirrors); None: the defaults
+    # engine sizing flags (None: the manifest's models.dialogue value)
+    max_model_len: int | None = None
+    gpu_memory_utilization: float | None = None
+    tensor_parallel_size: int | None = None
+    max_num_seqs: int | None = None
 
 
 @dataclass
@@ -152,6 +158,7 @@ def run_corpus(manifest_path: Path | str, out: Path, args: RunArgs) -> CorpusRes
     steps = Steps(m, out, args)
     if any("speech" in u.stages for u in todo):
         steps.check()  # kyutai model, cfg_coef, voices: before any dialogue is made or read
+    steps.check_engines(todo)  # engines that cannot hold one full dialogue: before any engine starts
     out.mkdir(parents=True, exist_ok=True)
     result = CorpusResult(str(out))
     with _Lock(out):
@@ -210,8 +217,8 @@ def _step(steps, u: Unit, phase: str, failed: set[str], out: Path) -> dict[str, 
                 "error": f"an earlier stage of {u.name} failed"}
     try:
         summary = steps.run(u, phase)
-    except (DiskFull, EngineRefused):
-        raise  # the volume or the LLM server, not this split: every other step would fail the same way; stop with one error
+    except (DiskFull, EngineRefused, WorkerStartError, NotEnoughGpus):
+        raise  # the volume, the LLM server or the engines' settings, not this split: every other step would fail the same way
     except (ValueError, FileNotFoundError, RuntimeError, ConfigMismatch) as e:
         if phase != "images":  # nothing downstream reads the images: speech and tokens go on
             failed.add(u.name)

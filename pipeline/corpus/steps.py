@@ -20,18 +20,35 @@ def _options(stage: str, progress: bool) -> RunOptions:
     return RunOptions(max_inflight=8, chunk_size=4, flush_rows=8, progress=progress)
 
 
-def _device(device: str) -> str:
+def _device(device: str, ray_address: str | None = None, verbose: bool = False) -> str:
+    """The speech and token workers' device. `auto`: on a joined Ray cluster (--ray-address) whether the cluster
+    has GPUs, as the dialogue stage decides (the driver node may have none); on this machine, its own GPU."""
     if device != "auto":
         return device
+    if ray_address:
+        import ray
+
+        from pipeline.core.ray_pool import init_ray
+
+        init_ray(ray_address, verbose=verbose)
+        return "cuda" if ray.cluster_resources().get("GPU", 0) > 0 else "cpu"
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def engine_sizing(d, args) -> dict:
+    """EngineOptions' sizing keywords: the manifest's models.dialogue, each overridden by its `ssvd run` flag
+    when given (RunArgs: None = the manifest's). max_model_len 0: decided per split from its dialogues."""
+    pick = {k: getattr(args, k, None) if getattr(args, k, None) is not None else getattr(d, k)
+            for k in ("max_model_len", "gpu_memory_utilization", "tensor_parallel_size", "max_num_seqs")}
+    return {k: (v or 0) if k in ("max_model_len", "max_num_seqs") else v for k, v in pick.items()}
+
+
 class Steps:
     def __init__(self, manifest: Manifest, out: Path, args) -> None:
         self.m, self.out, self.args = manifest, Path(out), args
-        self.device = _device(args.device)
+        self.device = _device(args.device, args.ray_address, args.verbose)
         self.kept = {"dialogues": KeptPool(), "images": KeptPool(), "speech": KeptPool(), "tokens": KeptPool()}
 
     def close_pools(self) -> None:
@@ -53,12 +70,40 @@ class Steps:
         from pipeline.dialogue.jobs import EngineArgs
 
         d = self.m.models.dialogue
-        eng = EngineOptions(kind=d.engine, device=self.args.device, openai_timeout_s=d.openai_timeout_s,
-                            openai_retry_s=d.openai_retry_s, openai_max_concurrency=d.openai_max_concurrency,
+        eng = EngineOptions(kind=d.engine, device=self.args.device, **engine_sizing(d, self.args),
+                            openai_timeout_s=d.openai_timeout_s, openai_retry_s=d.openai_retry_s,
+                            openai_max_concurrency=d.openai_max_concurrency,
                             **({"openai_base_url": d.openai_base_url} if d.openai_base_url else {}))
         return EngineArgs(user_model=d.user_model or d.model, assistant_model=d.assistant_model or d.model,
                           engine=eng, workers=max(1, self.args.workers), ray_address=self.args.ray_address,
                           verbose=self.args.verbose)
+
+    def check_engines(self, todo) -> None:
+        """Before any work, when the engines will run on this machine's device (no --ray-address): size every
+        dialogue split's engine(s) from the model's config and refuse one that cannot hold a full dialogue
+        (EngineSizeError). On a joined cluster each worker checks its own GPU before its engine starts."""
+        from pipeline.dialogue.jobs import _resolve, engine_options
+        from pipeline.dialogue.protocol import DialogueConfig
+        from pipeline.dialogue.sizing import check_worker
+
+        todo = [u for u in todo if "dialogues" in u.stages and not u.is_benchmark]
+        args = self._engine_args()
+        if not todo or args.engine.kind != "vllm" or self.args.ray_address:
+            return
+        from pipeline.dialogue.models import ModelUnavailable
+
+        try:
+            user, assistant = _resolve(args)
+        except ModelUnavailable:
+            return  # the dialogue step reports it, as before
+        seen = set()
+        for u in todo:
+            if (u.settings.max_pairs, u.settings.max_new_tokens) in seen:
+                continue
+            seen.add((u.settings.max_pairs, u.settings.max_new_tokens))
+            dcfg = DialogueConfig(max_pairs=u.settings.max_pairs, max_new_tokens=u.settings.max_new_tokens,
+                                  min_pairs=min(u.settings.min_pairs, u.settings.max_pairs))
+            check_worker(user, assistant, engine_options(args, user, assistant, dcfg), args.separate_engines, self.device)
 
     def _dialogues(self, u: Unit, out: Path) -> Summary:
         from pipeline.dialogue import jobs

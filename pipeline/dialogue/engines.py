@@ -78,17 +78,12 @@ class VllmEngine:
     _batch_invariant: bool = False
     recorder: list | None = None  # benchmarks: every request as pipeline.dialogue.replay.Request
 
-    @classmethod
-    def create(cls, model: ResolvedModel, options: EngineOptions, cpu_slot: tuple[int, int] = (0, 1)) -> "VllmEngine":
-        """Start the engine. `cpu_slot = (index, count)`: on CPU, this engine computes on its share of the cores."""
+    @staticmethod
+    def engine_kwargs(model: ResolvedModel, options: EngineOptions) -> tuple[dict[str, Any], str]:
+        """The AsyncEngineArgs keywords ssvd passes for `model` (and the device), without starting anything."""
         device = options.device
         if device == "auto":
             device = "cuda" if _cuda_available() else "cpu"
-        if device == "cpu":
-            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(options.cpu_kvcache_gib))
-        from vllm.engine.arg_utils import AsyncEngineArgs
-        from vllm.v1.engine.async_llm import AsyncLLM
-
         kwargs: dict[str, Any] = dict(
             model=model.path,
             tokenizer_mode=model.tokenizer_mode,
@@ -98,8 +93,15 @@ class VllmEngine:
             tensor_parallel_size=options.tensor_parallel_size,
             disable_log_stats=True,
         )
+        # Every key is a field of vLLM 0.32's EngineArgs (vllm/engine/arg_utils.py: model 474, tokenizer_mode 487,
+        # load_format 497, dtype 499, max_model_len 502, tensor_parallel_size 530, enable_prefix_caching 580,
+        # gpu_memory_utilization 596, max_num_seqs 604, disable_log_stats 612, revision 614, enforce_eager 630,
+        # enable_chunked_prefill 695); AsyncEngineArgs (3190) adds none of them. tests/pipeline/dialogue/
+        # test_sizing.py checks the names against the installed vLLM.
         if model.load_format != "auto":
             kwargs["load_format"] = model.load_format
+        if model.revision:  # `repo@revision`: the weights and config of that revision; vLLM's ModelConfig takes
+            kwargs["revision"] = model.revision  # the tokenizer's from it too (tokenizer_revision None -> revision)
         max_len = options.max_model_len or model.max_model_len
         if max_len:
             kwargs["max_model_len"] = max_len
@@ -110,6 +112,17 @@ class VllmEngine:
             kwargs["enable_chunked_prefill"] = False
         else:
             kwargs["gpu_memory_utilization"] = options.gpu_memory_utilization
+        return kwargs, device
+
+    @classmethod
+    def create(cls, model: ResolvedModel, options: EngineOptions, cpu_slot: tuple[int, int] = (0, 1)) -> "VllmEngine":
+        """Start the engine. `cpu_slot = (index, count)`: on CPU, this engine computes on its share of the cores."""
+        kwargs, device = cls.engine_kwargs(model, options)
+        if device == "cpu":
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(options.cpu_kvcache_gib))
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+
         invariant = batch_invariant(device)
         guard_descendants()  # the engine-core process dies with this one, however this one dies
         with cpu_binding(cpu_slot) if device == "cpu" else contextlib.nullcontext() as cores:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from pipeline.sources.caption_rows import CaptionOptions
@@ -12,7 +12,8 @@ from pipeline.dialogue.stage import DialogueStage
 from pipeline.dialogue.protocol import DialogueConfig
 from pipeline.dialogue.engine_api import EngineOptions, EngineRefused
 from pipeline.dialogue.models import ResolvedModel, resolve_model
-from pipeline.core.ray_pool import KeptPool
+from pipeline.dialogue.sizing import context_length
+from pipeline.core.ray_pool import KeptPool, check_gpu_workers
 from pipeline.core.runner import RunOptions, Summary, run_stage
 from pipeline.core.runstate import ConfigMismatch, RunState
 
@@ -102,15 +103,24 @@ def _pool_factory(args: EngineArgs, user: ResolvedModel, assistant: ResolvedMode
 
         init_ray(args.ray_address, verbose=args.verbose)
         gpus = args.gpus_per_worker
-        if gpus is None:
-            gpus = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 and args.engine.kind == "vllm" else 0.0
-        spec = WorkerSpec(user, assistant, args.engine, dcfg, args.separate_engines)
+        if gpus is None:  # a worker's engine(s) take tensor_parallel_size GPUs (vLLM splits the model over them)
+            on_gpu = ray.cluster_resources().get("GPU", 0) > 0 and args.engine.kind == "vllm"
+            gpus = float(args.engine.tensor_parallel_size) if on_gpu else 0.0
+        check_gpu_workers("dialogue", args.workers, gpus, ray.cluster_resources().get("GPU", 0))
+        spec = WorkerSpec(user, assistant, engine_options(args, user, assistant, dcfg), dcfg, args.separate_engines)
         pool = RayPool(spec, args.workers, gpus_per_worker=gpus, worker_cls=DialogueWorker)
         for info in pool.infos:
             log.info("worker ready: %s", json.dumps(info))
         return pool
 
     return make
+
+
+def engine_options(args: EngineArgs, user: ResolvedModel, assistant: ResolvedModel, dcfg: DialogueConfig) -> EngineOptions:
+    """The engine options with max_model_len decided: the one asked for, else one full dialogue's context
+    (pipeline.dialogue.sizing.context_length)."""
+    return replace(args.engine, max_model_len=context_length(args.engine, (user, assistant), dcfg.max_pairs,
+                                                             dcfg.max_new_tokens))
 
 
 def run_dialogue_job(

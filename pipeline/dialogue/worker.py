@@ -11,7 +11,8 @@ import os
 from dataclasses import dataclass, replace
 
 from pipeline.dialogue.protocol import DialogueConfig, generate_dialogue
-from pipeline.dialogue.engines import EngineOptions, create_engine
+from pipeline.dialogue.engines import EngineOptions, _cuda_available, create_engine
+from pipeline.dialogue.sizing import check_worker
 from pipeline.dialogue.models import ResolvedModel
 from pipeline.core.types import WorkItem, dialogue_to_row
 
@@ -36,12 +37,18 @@ class DialogueWorker:
 
     def __init__(self, spec: WorkerSpec):
         self.spec = spec
+        self.sizes: list = []  # the engines' sizes (pipeline.dialogue.sizing), checked before they start
         i, n = spec.cpu_slot
+        options = spec.engine
+        if options.kind == "vllm":  # before any engine starts: refuse one that cannot hold a full dialogue
+            device = options.device if options.device != "auto" else ("cuda" if _cuda_available() else "cpu")
+            self.sizes = check_worker(spec.user_model, spec.assistant_model, options, spec.separate_engines, device)
         if spec.assistant_model == spec.user_model and not spec.separate_engines:
-            user = assistant = create_engine(spec.user_model, spec.engine, (i, n))  # same weights: bigger batches
-        else:  # two engines in this worker: each computes on half of its cores
-            user = create_engine(spec.user_model, spec.engine, (2 * i, 2 * n))
-            assistant = create_engine(spec.assistant_model, spec.engine, (2 * i + 1, 2 * n))
+            user = assistant = create_engine(spec.user_model, options, (i, n))  # same weights: bigger batches
+        else:  # two engines in this worker: each computes on half of its cores, and has half the GPU memory
+            options = replace(options, gpu_memory_utilization=options.gpu_memory_utilization / 2)
+            user = create_engine(spec.user_model, options, (2 * i, 2 * n))
+            assistant = create_engine(spec.assistant_model, options, (2 * i + 1, 2 * n))
         self.engines = {"user": user, "assistant": assistant}
 
     async def info(self) -> dict:
@@ -50,6 +57,7 @@ class DialogueWorker:
             "user": self.engines["user"].info(),
             "assistant": self.engines["assistant"].info(),
             "shared_engine": self.engines["user"] is self.engines["assistant"],
+            "sizes": [z.to_dict() for z in self.sizes],
         }
 
     async def run(self, items: list[WorkItem]) -> list[dict]:

@@ -15,8 +15,8 @@ from typing import Any
 import yaml
 
 from pipeline.manifest.spec import (BENCHMARKS, ENGINES, GENERIC_NAME, KINDS, ON_LENGTH, NAME_RE, Defaults,
-                               DialogueModels, GenericSpec, Manifest, ManifestError, ModelsConfig, SpeechModels,
-                               SplitSpec)
+                               DialogueModels, GenericSpec, Manifest, ManifestError, ModelsConfig, SIZING_KEYS,
+                               SpeechModels, SplitSpec)
 from pipeline.sources.hub_load import script_repo_problem
 from pipeline.core.types import INSTRUCTIONS, SOURCES
 from tts.voices import BACKENDS as TTS_BACKENDS
@@ -25,7 +25,7 @@ from tts.voices import BACKENDS as TTS_BACKENDS
 _TOP_KEYS = ("name", "description", "seed", "models", "defaults", "generic", "splits")
 _MODELS_KEYS = ("dialogue", "speech", "codec", "tokenizer")
 _DIALOGUE_KEYS = ("engine", "model", "user_model", "assistant_model", "openai_base_url", "openai_timeout_s",
-                  "openai_retry_s", "openai_max_concurrency")
+                  "openai_retry_s", "openai_max_concurrency", *SIZING_KEYS)
 _SPEECH_KEYS = ("backend", "assistant_voice", "user_voices", "model", "cfg_coef")
 _DEFAULT_KEYS = tuple(f.name for f in dataclasses.fields(Defaults))
 # How a caption split's input is read (pipeline.sources.caption_rows.CaptionOptions): see pipeline.manifest.spec.
@@ -174,8 +174,9 @@ def _parse_models(value: Any, c: _Checker) -> ModelsConfig | None:
                                                       "models.dialogue.openai_max_concurrency", minimum=1)
         if engine == "openai" and opt["openai_base_url"] is None:
             c.err("models.dialogue.openai_base_url", "engine 'openai' needs openai_base_url (e.g. http://127.0.0.1:8000/v1)")
-        if engine and model:
-            dialogue = DialogueModels(model=model, engine=engine, **opt)
+        sizing = _parse_sizing(d, engine, c)
+        if engine and model and sizing is not None:
+            dialogue = DialogueModels(model=model, engine=engine, **opt, **sizing)
     s = c.mapping(m.get("speech", {}), "models.speech", _SPEECH_KEYS, required=("assistant_voice", "user_voices")) \
         if "speech" in m else None
     if s is not None:
@@ -205,6 +206,28 @@ def _parse_models(value: Any, c: _Checker) -> ModelsConfig | None:
     if dialogue is None or speech is None or codec is None:
         return None
     return ModelsConfig(dialogue=dialogue, speech=speech, codec=codec, tokenizer=tokenizer)
+
+
+def _parse_sizing(d: dict[str, Any], engine: str | None, c: _Checker) -> dict[str, Any] | None:
+    """The engine sizing keys of models.dialogue (vllm only), checked; None when one is bad."""
+    n = len(c.errors)
+    out: dict[str, Any] = {}
+    for key in ("max_model_len", "max_num_seqs"):
+        if key in d:
+            out[key] = c.integer(d[key], f"models.dialogue.{key}", minimum=1, optional=True)
+    if "tensor_parallel_size" in d:
+        out["tensor_parallel_size"] = c.integer(d["tensor_parallel_size"], "models.dialogue.tensor_parallel_size", minimum=1)
+    if "gpu_memory_utilization" in d:
+        v = d["gpu_memory_utilization"]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= 1:
+            c.err("models.dialogue.gpu_memory_utilization", f"expected a fraction of each GPU's memory in (0, 1], "
+                                                             f"e.g. 0.9; got {v!r}")
+        else:
+            out["gpu_memory_utilization"] = float(v)
+    if engine == "openai":
+        for key in out:
+            c.err(f"models.dialogue.{key}", "sizes a vllm engine; engine 'openai' is sized by its server: remove it")
+    return out if len(c.errors) == n else None
 
 
 def _check_setting(key: str, value: Any, loc: str, c: _Checker) -> bool:

@@ -15,6 +15,11 @@ Format (every key shown; `defaults`, `generic`, `seed`, `description` are option
         openai_timeout_s: 300          #   longest wait for one answer
         openai_retry_s: 600            #   total retry time of one request (transient faults)
         openai_max_concurrency: 64     #   requests in flight per worker
+        # engine sizing (vllm; how the engines run, not what they make: not part of the corpus config hash)
+        max_model_len: null            # context per engine; null: one full dialogue's (docs/gpu.md: 6144 for 16 x 150)
+        gpu_memory_utilization: 0.9    # of each GPU, shared by the engines on it (two models: 0.45 each)
+        tensor_parallel_size: 1        # GPUs per engine (one worker takes that many)
+        max_num_seqs: null             # sequences an engine batches at once; null: vLLM's default
       speech:
         backend: kyutai                # optional; when set, every voice must use it
         assistant_voice: kyutai:expresso/ex03-ex01_happy_001_channel1_334s.wav   # BACKEND:VOICE
@@ -120,19 +125,29 @@ class DialogueModels:
     openai_timeout_s: float = 300.0
     openai_retry_s: float = 600.0
     openai_max_concurrency: int = 64
+    max_model_len: int | None = None  # None: one full dialogue's context (pipeline.dialogue.sizing.dialogue_tokens)
+    gpu_memory_utilization: float = 0.9
+    tensor_parallel_size: int = 1
+    max_num_seqs: int | None = None  # None: vLLM's default
 
+    def identity(self) -> dict[str, Any]:
+        """What the dialogues are made with (hashed). Left out: the engine sizing keys, so that a corpus can be
+        resumed on other GPUs, and where and how the openai engine's server is reached (DEPLOYMENT_KEYS)."""
+        out = {k: getattr(self, k) for k in ("model", "engine", "user_model", "assistant_model")}
+        out["openai_base_url"] = None
+        return out
+
+    def sizing(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in SIZING_KEYS}
+
+
+SIZING_KEYS: tuple[str, ...] = ("max_model_len", "gpu_memory_utilization", "tensor_parallel_size", "max_num_seqs")
 
 # Where and how the openai engine's server is reached: deployment details, like --ray-address. They are not
 # part of the corpus config (another server serving the same model resumes a corpus; the model it serves is
 # in each dialogue stage's config, docs/openai.md). `openai_base_url` stays in the dict, null, so the config
 # hashes of corpora made before it was left out are unchanged.
 DEPLOYMENT_KEYS = ("openai_base_url", "openai_timeout_s", "openai_retry_s", "openai_max_concurrency")
-
-
-def _dialogue_dict(d: "DialogueModels") -> dict[str, Any]:
-    out = {k: v for k, v in dataclasses.asdict(d).items() if k not in DEPLOYMENT_KEYS}
-    out["openai_base_url"] = None
-    return out
 
 
 @dataclass(slots=True, frozen=True)
@@ -249,7 +264,7 @@ class Manifest:
             "description": self.description,
             "seed": self.seed,
             "models": {
-                "dialogue": _dialogue_dict(m.dialogue),
+                "dialogue": m.dialogue.identity(),
                 "speech": {"backend": m.speech.backend, "assistant_voice": m.speech.assistant_voice,
                            "user_voices": list(m.speech.user_voices),
                            **{k: getattr(m.speech, k) for k in ("model", "cfg_coef") if getattr(m.speech, k) is not None}},

@@ -194,6 +194,16 @@ def test_resolved_merges_overrides_and_to_dict_round_trips(tmp_path):
          "models.speech.model", ["only for the kyutai backend"]),
         ("user_voices: [espeak:en-us+m3]}", "user_voices: [kyutai:vctk/p226_023.wav], cfg_coef: -1}",
          "models.speech.cfg_coef", ["positive number", "-1"]),
+        ("{model: builtin:smollm2}", "{model: builtin:smollm2, gpu_memory_utilization: 1.5}",
+         "models.dialogue.gpu_memory_utilization", ["in (0, 1]", "1.5"]),
+        ("{model: builtin:smollm2}", "{model: builtin:smollm2, max_model_len: 0}",
+         "models.dialogue.max_model_len", ["integer >= 1 or null", "got 0"]),
+        ("{model: builtin:smollm2}", "{model: builtin:smollm2, tensor_parallel_size: two}",
+         "models.dialogue.tensor_parallel_size", ["integer >= 1", "'two'"]),
+        ("{model: builtin:smollm2}", "{model: builtin:smollm2, max_num_sequences: 8}",
+         "models.dialogue.max_num_sequences", ["did you mean 'max_num_seqs'"]),
+        ("{model: builtin:smollm2}", "{model: builtin:smollm2, engine: openai, openai_base_url: http://x/v1, "
+         "max_num_seqs: 8}", "models.dialogue.max_num_seqs", ["engine 'openai' is sized by its server"]),
     ],
 )
 def test_each_mistake_is_located(tmp_path, old, new, location, expected):
@@ -301,3 +311,19 @@ def test_script_repo_input_is_a_manifest_error(tmp_path):
                           "input: google/docci}\n")
     assert len(errors) == 1 and errors[0].startswith("splits[0].input: 'google/docci' is a dataset loading-script")
     assert "docci_descriptions.jsonlines" in errors[0] and "image_root" in errors[0]
+
+
+def test_engine_sizing_is_read_and_not_hashed(tmp_path):
+    f = tmp_path / "m.yaml"
+    f.write_text(GOOD)
+    plain = load_manifest(f)
+    assert plain.models.dialogue.sizing() == {"max_model_len": None, "gpu_memory_utilization": 0.9,
+                                              "tensor_parallel_size": 1, "max_num_seqs": None}
+    f.write_text(GOOD.replace("{model: builtin:smollm2}", "{model: builtin:smollm2, max_model_len: 4096, "
+                              "gpu_memory_utilization: 0.8, tensor_parallel_size: 2, max_num_seqs: 64}"))
+    sized = load_manifest(f)
+    assert sized.models.dialogue.sizing() == {"max_model_len": 4096, "gpu_memory_utilization": 0.8,
+                                              "tensor_parallel_size": 2, "max_num_seqs": 64}
+    # how the engines run is not what the corpus is: a corpus resumes on other GPUs
+    assert sized.config_hash() == plain.config_hash()
+    assert "gpu_memory_utilization" not in sized.to_dict()["models"]["dialogue"]
