@@ -73,9 +73,17 @@ def test_dialogue_follows_its_plan_and_is_reproducible(tiny_engine, loop):
         else:
             assert d.reason and d.num_pairs < 8
         assert all(t.text.strip() for t in d.turns)
-    # batch composition does not change the text: same seeds, same dialogues
+    # the same requests in the same batches give the same dialogues (per-request seeds)
+    again = loop.run_until_complete(one_by_one())
+    assert [[t.text for t in d.turns] for d in again] == [[t.text for t in d.turns] for d in alone]
+    # the plan (pairs, instruction of each turn) never depends on the batch; the text does not either on an
+    # engine in vLLM's batch-invariant mode (GPUs). vLLM's CPU backend has none (docs/faults.md): there a
+    # request's numerics can depend on its batch (measured: one token of one message differs on an Intel
+    # Xeon, none on an AMD EPYC), so its text is compared only where the mode is on.
     for a, b in zip(alone, together[:3]):
-        assert [t.text for t in a.turns] == [t.text for t in b.turns]
+        assert [(t.role, t.instruction) for t in a.turns][:2] == [(t.role, t.instruction) for t in b.turns][:2]
+        if tiny_engine.info()["batch_invariant"]:
+            assert [t.text for t in a.turns] == [t.text for t in b.turns]
     assert any(d.status == "ok" for d in together)
 
 
