@@ -34,7 +34,7 @@ def dialogues(
 
     setup(opts["verbose"])
     try:  # a hub dataset may be named hf://datasets/ID; any other URL is refused before any work
-        refuse_url(input, "--input", allowed=("hf",))
+        refuse_url(input, "--input", allowed=("hf", "hub"))
     except UnsupportedLocation as e:
         fail(e)
     instruction = instruction.upper()
