@@ -71,7 +71,10 @@ def test_one_live_run_per_directory_a_killed_runs_lock_never_blocks_and_two_dire
             if p.poll() is None:
                 os.killpg(p.pid, signal.SIGKILL)
                 p.wait()
-    again = ssvd("run", m, "--out", a_dir, "--no-progress")  # the dead run's lock does not block
+    # the dead run's lock does not block: the same command, in the same environment (A's model cache)
+    again = subprocess.run([sys.executable, "-m", "cli", "run", str(m), "--out", str(a_dir), "--no-progress"],
+                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stderr[-4000:]
     assert json.loads(again.stdout.strip().splitlines()[-1])["ok"] is True
     for d in (a_dir, c_dir):
         assert json.loads(ssvd("verify", d).stdout.strip().splitlines()[-1])["ok"] is True
