@@ -7,6 +7,8 @@ import pytest
 
 from pipeline.core.ray_pool import NotEnoughGpus, check_gpu_workers
 
+pytestmark = pytest.mark.cluster  # starts local Ray clusters (make test-quick leaves it out)
+
 
 def test_check_gpu_workers_names_the_fix():
     check_gpu_workers("speech", 8, 1.0, 8)

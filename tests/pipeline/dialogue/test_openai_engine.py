@@ -15,6 +15,8 @@ from pipeline.dialogue.openai_engine import OpenAIEngine, RetryPolicy, check_ser
 from pipeline.dialogue.protocol import DialogueConfig, generate_dialogue
 from tests.fake_openai import FATAL, TRANSIENT, FakeServer
 
+pytestmark = pytest.mark.server  # starts the fault-injecting OpenAI server (make test-quick leaves it out)
+
 MODEL = "fake/tiny-chat"
 KEY = "sk-ssvd-fake-" + secrets.token_hex(12)
 

@@ -114,6 +114,7 @@ class _Refuses:
         return {}
 
 
+@pytest.mark.cluster  # a real Ray pool
 def test_constructor_error_ends_the_pool_once_without_restarts():
     import ray
 
