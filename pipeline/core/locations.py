@@ -14,6 +14,11 @@ import re
 _URL = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]+):/")
 
 
+# Where an input may name a Hugging Face dataset: `hf://datasets/ID` and `hub:ID` (an ID that looks like an
+# absolute path, `hub:/x/y`, reads as a URL to the pattern above) are hub ids, not URLs of storage.
+HUB_SCHEMES = ("hf", "hub")
+
+
 class UnsupportedLocation(ValueError):
     """A URL where ssvd needs a local path."""
 

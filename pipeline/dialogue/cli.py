@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from pipeline.core.locations import UnsupportedLocation, refuse_url
+from pipeline.core.locations import HUB_SCHEMES, UnsupportedLocation, refuse_url
 from pipeline.core.cli_options import (DIALOGUE_ENGINE_OPTIONS, DIALOGUE_SAMPLING_OPTIONS, RUN_OPTIONS, Out, fail, finish,
                                   run_options, setup, with_options)
 
@@ -34,7 +34,7 @@ def dialogues(
 
     setup(opts["verbose"])
     try:  # a hub dataset may be named hf://datasets/ID; any other URL is refused before any work
-        refuse_url(input, "--input", allowed=("hf", "hub"))
+        refuse_url(input, "--input", allowed=HUB_SCHEMES)
     except UnsupportedLocation as e:
         fail(e)
     instruction = instruction.upper()

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Any, Iterator
 
-from pipeline.core.locations import refuse_url
+from pipeline.core.locations import HUB_SCHEMES, refuse_url
 from pipeline.sources.hub_load import check_not_script, hub_rows
 from pipeline.sources.input_files import Fingerprint, kind_of, walk_files
 from pipeline.sources.record_files import Row, read_rows
@@ -33,7 +33,7 @@ def resolve_input(input: str, suffixes: tuple[str, ...], what: str, give: str,
     file (one of `suffixes`) or folder (searched recursively, sorted by path; hidden files and folders skipped)
     is local; what looks like a path but is none is an error; anything else is a hub id. A loading-script
     repository is refused before any work. `what` ("caption"), `give` and `example` word the errors."""
-    refuse_url(input, "input", allowed=("hf", "hub"))  # s3:// and the like: not yet (pipeline/core/locations.py)
+    refuse_url(input, "input", allowed=HUB_SCHEMES)  # s3:// and the like: not yet (pipeline/core/locations.py)
     check_not_script(input)  # google/docci and the like: before any work
     if input.startswith("hub:"):
         return input[4:], []
